@@ -1,0 +1,142 @@
+"""The ``mfhpo`` command. Each subcommand is a thin wrapper that imports its module lazily (so
+``mfhpo --help`` is fast) and turns :class:`~mfhpo.errors.MfhpoError` into one line on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mfhpo.errors import MfhpoError
+
+app = typer.Typer(
+    help="Multi-fidelity Bayesian hyperparameter optimization for GMP + SingleNN interatomic potentials.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def featurize(
+    structures: Path = typer.Argument(..., help="ASE-readable file (traj, extxyz, db) or MD17 .npz"),
+    setting: Path = typer.Option(..., "--setting", help="AMPTorch-style setting JSON (fp_scheme, fp_params, elements)"),
+    out: Path = typer.Option(..., "--out", help="output .npz (natoms, fp_000, ... [, dfp_000, ...])"),
+    derivatives: bool = typer.Option(False, "--derivatives", help="also write dense d fp / d r"),
+    dtype: str = typer.Option("float64", help="float64 or float32"),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto"),
+) -> None:
+    """Compute GMP fingerprints for every frame of STRUCTURES."""
+    from mfhpo.gmp.command import featurize_command
+
+    featurize_command(structures, setting, out, derivatives=derivatives, dtype=dtype, device=device)
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Path = typer.Argument(..., help="output file (extxyz or traj)"),
+    n: int = typer.Option(240, "--n", help="number of structures"),
+    seed: int = typer.Option(0, help="random seed"),
+) -> None:
+    """Write the built-in EMT demo dataset (metal slabs with C/H/O adsorbates)."""
+    from mfhpo.demo import write_demo
+
+    path = write_demo(out, n_structures=n, seed=seed)
+    typer.echo(f"wrote {n} structures to {path}")
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="trial config YAML (descriptor, model, training, split)"),
+    data: Path = typer.Option(..., "--data", help="training data file"),
+    out: Path = typer.Option(..., "--out", help="output directory (metrics.json, checkpoint.pt, ...)"),
+    epochs: Optional[int] = typer.Option(None, help="override training.epochs"),
+    subset: float = typer.Option(1.0, help="fraction of the training split to use (nested subsets)"),
+    device: Optional[str] = typer.Option(None, help="override training.device"),
+    init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="continue from this checkpoint"),
+) -> None:
+    """Train one SingleNN potential and write its metrics and checkpoint."""
+    from mfhpo.train import train_command
+
+    train_command(config, data, out, epochs=epochs, subset=subset, device=device, init_checkpoint=init_checkpoint)
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="checkpoint.pt written by train or a study"),
+    data: Path = typer.Argument(..., help="ASE-readable file to score"),
+    json_: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+) -> None:
+    """Score a checkpoint on a data file (energy / force MAE next to the baselines)."""
+    from mfhpo.evaluate import evaluate_command
+
+    evaluate_command(checkpoint, data, as_json=json_, device=device)
+
+
+@app.command()
+def run(
+    study: Path = typer.Argument(..., help="study YAML (spaces/*.yaml)"),
+    trials: Optional[int] = typer.Option(None, "--trials", help="override budget.trials"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="override cluster.workers (local)"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="override optimizer: smac-mf, smac-bo, random"),
+    rundir: Optional[Path] = typer.Option(None, "--rundir", help="run directory (default runs/<study name>)"),
+) -> None:
+    """Run (or resume) a study."""
+    from mfhpo.study.runner import run_command
+
+    run_command(study, trials=trials, workers=workers, optimizer=optimizer, rundir=rundir)
+
+
+@app.command()
+def status(rundir: Path = typer.Argument(..., help="runs/<study>")) -> None:
+    """Summarise a study's trials and incumbent."""
+    from mfhpo.study.status import status_command
+
+    status_command(rundir)
+
+
+@app.command()
+def incumbent(
+    rundir: Path = typer.Argument(..., help="runs/<study>"),
+    out: Optional[Path] = typer.Option(None, "--out", help="export directory (default <rundir>/incumbent)"),
+) -> None:
+    """Export the best configuration at the highest budget with its checkpoint and a reproducibility bundle."""
+    from mfhpo.study.incumbent import incumbent_command
+
+    incumbent_command(rundir, out)
+
+
+@app.command()
+def report(
+    rundirs: List[Path] = typer.Argument(..., help="one or more runs/<study> directories"),
+    out: Path = typer.Option(..., "--out", help="output directory for report.html, figures and summary.md"),
+) -> None:
+    """Write an HTML + Markdown report for one or more studies."""
+    from mfhpo.report import report_command
+
+    report_command(rundirs, out)
+
+
+@app.command("cluster-script")
+def cluster_script(study: Path = typer.Argument(..., help="study YAML")) -> None:
+    """Print the batch job script the study's cluster section would submit."""
+    from mfhpo.study.clusters import cluster_script_command
+
+    cluster_script_command(study)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: usage errors are click's; MfhpoError becomes one line and exit code 2."""
+    try:
+        app(args=argv)
+    except MfhpoError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The configuration of one trial: descriptor + model + training hyperparameters, and its budget.
+
+This is the contract between the study engine (which materialises a SMAC configuration into a
+:class:`TrialConfig`), the featurizer (``descriptor``), and the trainer (``model``, ``training``).
+``mfhpo train CONFIG.yaml`` reads exactly this schema from YAML. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mfhpo.errors import MfhpoError
+
+SEED_SIGMAS = [0.2, 0.69, 1.1, 1.66, 2.66]
+# groups available per order in AMPTorch's "gmp" scheme (spec table 4.4)
+GMP_GROUPS = {0: [1], 1: [1], 2: [1, 2], 3: [1, 2, 3], 4: [1, 2, 3, 4], 5: [1, 2, 3, 4, 5]}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class OrderSpec(_Strict):
+    """Groups (``gmp`` scheme only) and optionally a sigma list of its own for one MCSH order."""
+
+    groups: list[int] | Literal["all"] = "all"
+    sigmas: Optional[list[float]] = None
+
+
+class DescriptorConfig(_Strict):
+    """GMP descriptor hyperparameters (see docs/featurizer.md)."""
+
+    scheme: Literal["gmp", "gmpordernorm"] = "gmp"
+    orders: dict[int, OrderSpec] = Field(
+        default_factory=lambda: {0: OrderSpec(groups=[1]), 1: OrderSpec(groups=[1]), 2: OrderSpec(groups=[1, 2])}
+    )
+    sigmas: list[float] = Field(default_factory=lambda: list(SEED_SIGMAS))
+    cutoff: float = Field(8.0, gt=0, le=20)
+    cutoff_function: Literal["hard", "cosine"] = "hard"
+    square: bool = False
+    rs_setup: dict[str, Any] = Field(default_factory=lambda: {"setup": "constant", "rs": 1.0})
+    # "default": mfhpo's built-in Gaussian density model; otherwise a directory of AMPTorch .g files
+    densities: str = "default"
+
+    @field_validator("sigmas")
+    @classmethod
+    def _positive_sigmas(cls, v: list[float]) -> list[float]:
+        if not v or any(s <= 0 for s in v):
+            raise ValueError("sigmas must be a non-empty list of positive numbers (Å)")
+        return v
+
+    @model_validator(mode="after")
+    def _check_orders(self) -> "DescriptorConfig":
+        if not self.orders:
+            raise ValueError("orders must name at least one MCSH order")
+        for n, spec in self.orders.items():
+            if not 0 <= n <= (5 if self.scheme == "gmp" else 9):
+                raise ValueError(f"order {n} is not available for scheme {self.scheme}")
+            if self.scheme == "gmp" and spec.groups != "all":
+                bad = [g for g in spec.groups if g not in GMP_GROUPS[n]]
+                if bad or not spec.groups:
+                    raise ValueError(f"order {n}: groups must be a non-empty subset of {GMP_GROUPS[n]}, got {spec.groups}")
+        return self
+
+
+class ModelConfig(_Strict):
+    kind: Literal["singlenn", "bpnn"] = "singlenn"
+    hidden_layers: list[int] = Field(default_factory=lambda: [32, 32])
+    activation: Literal["tanh", "gelu", "silu", "softplus", "relu", "celu"] = "tanh"
+    batchnorm: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    init: Literal["xavier", "zero", "default"] = "xavier"
+
+    @field_validator("hidden_layers")
+    @classmethod
+    def _widths(cls, v: list[int]) -> list[int]:
+        if not v or any(w < 1 for w in v):
+            raise ValueError("hidden_layers must be a non-empty list of positive widths")
+        return v
+
+
+class TrainingConfig(_Strict):
+    epochs: int = Field(100, ge=1, description="epochs at full budget (budget.epochs overrides)")
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["none", "step", "cosine", "plateau"] = "none"
+    step_size: int = Field(20, ge=1)
+    gamma: float = Field(0.5, gt=0, le=1.0)
+    plateau_patience: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    loss: Literal["mae", "mse"] = "mse"
+    energy_per_atom: bool = True
+    force_coefficient: float = Field(0.0, ge=0)
+    feature_scaling: Literal["normalize", "standardize"] = "normalize"
+    early_stopping_patience: Optional[int] = Field(None, ge=1)
+    grad_clip: Optional[float] = Field(None, gt=0)
+    dtype: Literal["float32", "float64"] = "float64"
+    device: str = "auto"
+
+
+class SplitConfig(_Strict):
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    test_fraction: float = Field(0.0, ge=0, lt=1)
+    seed: int = 0
+    group_key: Optional[str] = None
+
+
+class TrialConfig(_Strict):
+    descriptor: DescriptorConfig = Field(default_factory=DescriptorConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    seed: int = 0
+
+
+class Budget(_Strict):
+    """What a trial may spend: epochs and the nested training-subset fraction."""
+
+    epochs: int = Field(..., ge=1)
+    subset_fraction: float = Field(1.0, gt=0, le=1)
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    """First pydantic error as one line: ``source: key.path: message``."""
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{source}: {loc}: {msg}"
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise MfhpoError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise MfhpoError(f"{path}: invalid YAML{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise MfhpoError(f"{path}: top level must be a mapping")
+    return data
+
+
+def parse_trial_config(data: dict, source: str = "<config>") -> TrialConfig:
+    try:
+        return TrialConfig.model_validate(data)
+    except ValidationError as err:
+        raise MfhpoError(format_validation_error(source, err)) from None
+
+
+def load_trial_config(path: str | Path) -> TrialConfig:
+    return parse_trial_config(load_yaml(path), str(path))
