@@ -1,0 +1,51 @@
+"""SMAC's one scalar budget -> :class:`mfhpo.config.Budget` (epochs, nested training-subset fraction).
+
+Both axes interpolate between ``(min_budget -> min)`` and ``(max_budget -> max)``, linearly or on a
+log scale in the budget. The subset may saturate earlier (``subset.saturate_at``): from that budget
+on it stays at ``subset.max`` so that the top rungs train on the same data and can warm start.
+"""
+
+from __future__ import annotations
+
+import math
+
+from mfhpo.config import Budget
+
+
+def _position(b: float, lo: float, hi: float, scale: str) -> float:
+    if hi <= lo:
+        return 1.0
+    b = min(max(b, lo), hi)
+    if scale == "log":
+        return math.log(b / lo) / math.log(hi / lo)
+    return (b - lo) / (hi - lo)
+
+
+def _interp(t: float, a: float, b: float, scale: str) -> float:
+    if scale == "log" and a > 0 and b > 0:
+        return a * (b / a) ** t
+    return a + t * (b - a)
+
+
+def budget_to_fidelity(fid, budget: float | None) -> Budget:
+    """Map a SMAC budget (None: full budget) to epochs and subset fraction with the study's mapping."""
+    if budget is None:
+        budget = fid.max_budget
+    t = _position(float(budget), fid.min_budget, fid.max_budget, fid.epochs.scale)
+    epochs = int(round(_interp(t, fid.epochs.min, fid.epochs.max, fid.epochs.scale)))
+    top = fid.subset.saturate_at if fid.subset.saturate_at is not None else fid.max_budget
+    ts = _position(float(budget), fid.min_budget, top, fid.subset.scale)
+    subset = _interp(min(ts, 1.0), fid.subset.min, fid.subset.max, fid.subset.scale)
+    subset = min(1.0, max(1e-6, round(subset, 6)))
+    return Budget(epochs=max(1, epochs), subset_fraction=subset)
+
+
+def rungs(fid) -> list[float]:
+    """The budgets Hyperband uses (min_budget * eta^k up to max_budget), as SMAC computes them."""
+    eta = fid.eta
+    s_max = int(math.floor(math.log(fid.max_budget / fid.min_budget) / math.log(eta) + 1e-9))
+    return [fid.max_budget / eta ** (s_max - i) for i in range(s_max + 1)]
+
+
+def describe(fid) -> list[dict]:
+    return [{"budget": b, **budget_to_fidelity(fid, b).model_dump()} for b in rungs(fid)]
