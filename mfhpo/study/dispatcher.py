@@ -1,0 +1,217 @@
+"""mfhpo's own dispatcher: SMAC ask/tell over Dask futures.
+
+* The original ``TrialInfo`` from ``ask()`` is kept for each future and passed back to ``tell()``
+  unchanged (never a pickled copy: ConfigSpace log-int hyperparameters do not compare equal to their
+  unpickled selves, which orphans trials and stops Hyperband promoting).
+* A trial's exception -> ``CRASHED`` with a finite crash cost; ``KilledWorker`` / a lost future ->
+  ``CRASHED``; CUDA OOM -> ``MEMORYOUT``. ``distributed.scheduler.allowed-failures`` must be 0 (set
+  by the runner before the cluster starts) so a killing trial is not retried on other workers.
+* At most ``n_slots()`` trials are in Dask at once, each with ``resources={"trial": 1}`` so two
+  trials never share a worker (GPU). With zero workers the dispatcher waits.
+* SMAC runs in its own thread (asks ahead ``prefetch`` trials, processes tells in order), so model
+  refits (seconds) do not leave workers idle; the main thread only moves futures.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+
+@dataclass
+class Pending:
+    info: Any  # the TrialInfo object ask() returned
+    config_id: int
+    record: dict = field(default_factory=dict)
+    spec: dict = field(default_factory=dict)
+    future: Any = None
+    submitted: float = 0.0
+
+
+class _OptimizerThread(threading.Thread):
+    """Owns every call into SMAC: asks ahead into ``ready``, tells from ``tells`` in order."""
+
+    def __init__(self, optimizer, wake: "queue.Queue", prefetch: int, may_ask: Callable[[], bool]):
+        super().__init__(daemon=True, name="mfhpo-optimizer")
+        self.opt = optimizer
+        self.wake = wake
+        self.prefetch = max(1, int(prefetch))
+        self.may_ask = may_ask
+        self.ready: "queue.Queue[tuple[Any, int]]" = queue.Queue()
+        self.tells: "queue.Queue[tuple[Any, Any]]" = queue.Queue()
+        self.cv = threading.Condition()
+        self.stop_flag = False
+        self.asked = 0
+        self.error: Optional[BaseException] = None
+        self.ask_s = 0.0
+        self.tell_s = 0.0
+
+    def poke(self) -> None:
+        with self.cv:
+            self.cv.notify_all()
+
+    def run(self) -> None:
+        try:
+            while True:
+                did = False
+                while True:
+                    try:
+                        info, value = self.tells.get_nowait()
+                    except queue.Empty:
+                        break
+                    t0 = time.perf_counter()
+                    self.opt.tell(info, value)
+                    self.tell_s += time.perf_counter() - t0
+                    did = True
+                if self.stop_flag:
+                    return
+                if self.ready.qsize() < self.prefetch and self.may_ask():
+                    t0 = time.perf_counter()
+                    info = self.opt.ask()
+                    cid = self.opt.config_id(info.config)
+                    self.ask_s += time.perf_counter() - t0
+                    self.asked += 1
+                    self.ready.put((info, cid))
+                    self.wake.put(("ready", None))
+                    did = True
+                if not did:
+                    with self.cv:
+                        if self.tells.empty() and not self.stop_flag:
+                            self.cv.wait(timeout=0.5)
+        except BaseException as exc:  # surfaced by the dispatcher
+            self.error = exc
+            self.wake.put(("error", exc))
+
+
+class Dispatcher:
+    """Drive ``optimizer`` (``ask``/``tell``/``config_id``) over a Dask ``client``.
+
+    Callbacks (all run in the calling thread):
+
+    * ``prepare(info, config_id) -> (spec, record)``: trial spec for the worker, record to keep
+    * ``finish(pending, result | None, error | None) -> TrialValue``: record the outcome, return
+      what SMAC is told
+    * ``may_start(n_active) -> bool``: budget check before asking / submitting one more trial
+    * ``n_slots() -> int``: trial slots now available in the cluster
+    * ``tick(dispatcher)``: called every loop (progress display)
+    """
+
+    def __init__(self, client, optimizer, fn: Callable, *, prepare, finish, may_start, n_slots,
+                 prefetch: int = 1, tick: Callable | None = None, poll_s: float = 0.5,
+                 resources: dict | None = None):
+        self.client = client
+        self.opt = optimizer
+        self.fn = fn
+        self.prepare = prepare
+        self.finish = finish
+        self.may_start = may_start
+        self.n_slots = n_slots
+        self.prefetch = prefetch
+        self.tick = tick
+        self.poll_s = poll_s
+        self.resources = resources if resources is not None else {"trial": 1}
+        self.inflight: dict[str, Pending] = {}
+        self.wake: "queue.Queue" = queue.Queue()
+        self.n_done = 0
+        self.busy_s = 0.0
+
+    def _active(self) -> int:
+        return len(self.inflight) + self._thread.ready.qsize()
+
+    def _on_done(self, fut) -> None:
+        self.wake.put(("done", fut.key))
+
+    def _submit(self, info, cid) -> None:
+        spec, record = self.prepare(info, cid)
+        p = Pending(info=info, config_id=cid, record=record, spec=spec)
+        fut = self.client.submit(self.fn, spec, resources=self.resources, pure=False,
+                                 key=f"trial-{record.get('trial_id', id(p))}-{time.time_ns()}")
+        p.future = fut
+        p.submitted = time.time()
+        self.inflight[fut.key] = p
+        fut.add_done_callback(self._on_done)
+
+    def _collect(self, key: str) -> None:
+        p = self.inflight.pop(key, None)
+        if p is None:
+            return
+        fut = p.future
+        result, error = None, None
+        try:
+            if fut.status == "finished":
+                result = fut.result()
+            elif fut.status == "cancelled":
+                error = "future cancelled (worker or scheduler lost)"
+            else:
+                exc = fut.exception()
+                error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        except BaseException as exc:  # noqa: BLE001
+            error = f"{type(exc).__name__}: {exc}"
+        value = self.finish(p, result, error)
+        self.n_done += 1
+        if result is not None:
+            self.busy_s += float(result.get("wall_s", 0.0))
+        try:
+            fut.release()
+        except Exception:
+            pass
+        self._thread.tells.put((p.info, value))
+        self._thread.poke()
+
+    def run(self) -> dict:
+        may_ask = lambda: self.may_start(self._active())  # noqa: E731
+        self._thread = _OptimizerThread(self.opt, self.wake, self.prefetch, may_ask)
+        self._thread.start()
+        t_start = time.time()
+        try:
+            while True:
+                if self._thread.error is not None:
+                    raise self._thread.error
+                # submit asked trials into free slots
+                slots = self.n_slots()
+                while len(self.inflight) < slots and not self._thread.ready.empty():
+                    if not self.may_start(len(self.inflight)):
+                        break
+                    info, cid = self._thread.ready.get_nowait()
+                    self._submit(info, cid)
+                    self._thread.poke()
+                if self.tick is not None:
+                    self.tick(self)
+                if not self.inflight and self._thread.ready.empty() and not self.may_start(0):
+                    break
+                try:
+                    kind, payload = self.wake.get(timeout=self.poll_s)
+                except queue.Empty:
+                    continue
+                batch = [(kind, payload)]
+                while True:
+                    try:
+                        batch.append(self.wake.get_nowait())
+                    except queue.Empty:
+                        break
+                for kind, payload in batch:
+                    if kind == "done":
+                        self._collect(payload)
+                    elif kind == "error":
+                        raise payload
+        finally:
+            self._thread.stop_flag = True
+            self._thread.poke()
+            self._thread.join(timeout=120)
+        return {"wall_s": time.time() - t_start, "done": self.n_done, "busy_s": self.busy_s,
+                "ask_s": self._thread.ask_s, "tell_s": self._thread.tell_s,
+                "unsubmitted": self._thread.ready.qsize()}
+
+
+def local_slots(client, resource: str = "trial") -> int:
+    """Workers that declare ``resource`` (one trial each) in ``client``'s cluster."""
+    try:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+    except TypeError:
+        workers = client.scheduler_info()["workers"]
+    except Exception:
+        return 0
+    return sum(int(w.get("resources", {}).get(resource, 0) >= 1) for w in workers.values())

@@ -1,0 +1,206 @@
+"""The run directory ``runs/<study>/``: study copy + hash, state, trial folders, trial table.
+
+Layout::
+
+    study.yaml          copy of the study file (study.hash: its sha256 prefix)
+    state.json          optimizer, stage progress, trial counter, provenance (data hashes, versions)
+    smac/<stage>/...    SMAC state (runhistory.json, intensifier.json, ...)
+    trials/<id>/        trial.json, config.yaml, metrics.json, learning_curve.csv, train.log, checkpoint.pt
+    trials.csv          one row per finished trial (pandas-readable)
+    data/               generated demo data (never copies of user data)
+    feature_cache/      shared GMP feature cache
+
+Every file is written atomically (temp file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+FINISHED = ("SUCCESS", "CRASHED", "MEMORYOUT", "TIMEOUT")
+
+BASE_COLUMNS = [
+    "trial_id", "config_id", "budget", "epochs", "subset_fraction", "seed", "status", "cost", "optimizer",
+    "stage", "warm_started", "warm_start_from", "epoch_equivalents", "epochs_saved", "time_saved_s",
+    "wall_time_s", "featurize_time_s", "train_time_s", "worker", "device", "started_at", "finished_at",
+]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, Path):
+        return str(v)
+    if hasattr(v, "item") and callable(v.item):
+        try:
+            return v.item()
+        except Exception:
+            return str(v)
+    return v
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+class RunDir:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # paths
+    @property
+    def study_file(self) -> Path:
+        return self.root / "study.yaml"
+
+    @property
+    def hash_file(self) -> Path:
+        return self.root / "study.hash"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def smac_dir(self) -> Path:
+        return self.root / "smac"
+
+    @property
+    def trials_dir(self) -> Path:
+        return self.root / "trials"
+
+    @property
+    def table_file(self) -> Path:
+        return self.root / "trials.csv"
+
+    def trial_dir(self, trial_id: int) -> Path:
+        return self.trials_dir / f"{int(trial_id):05d}"
+
+    def exists(self) -> bool:
+        return self.state_file.exists()
+
+    # state
+    def read_state(self) -> dict:
+        return read_json(self.state_file) if self.state_file.exists() else {}
+
+    def write_state(self, state: dict) -> None:
+        atomic_write_json(self.state_file, state)
+
+    # trials
+    def trial_records(self) -> list[dict]:
+        out = []
+        if not self.trials_dir.exists():
+            return out
+        for d in sorted(self.trials_dir.iterdir()):
+            f = d / "trial.json"
+            if f.exists():
+                try:
+                    out.append(read_json(f))
+                except json.JSONDecodeError:
+                    continue
+        out.sort(key=lambda r: r["trial_id"])
+        return out
+
+    def write_trial(self, rec: dict) -> None:
+        atomic_write_json(self.trial_dir(rec["trial_id"]) / "trial.json", rec)
+
+    def write_table(self, records: Iterable[dict] | None = None) -> Path:
+        records = self.trial_records() if records is None else list(records)
+        rows = [table_row(r) for r in records if r.get("status") in FINISHED]
+        metric_cols: list[str] = []
+        cfg_cols: list[str] = []
+        for r in rows:
+            for k in r:
+                if k.startswith("val_") and k not in metric_cols:
+                    metric_cols.append(k)
+                elif k.startswith("cfg.") and k not in cfg_cols:
+                    cfg_cols.append(k)
+        cols = BASE_COLUMNS + sorted(metric_cols) + sorted(cfg_cols)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+        atomic_write_text(self.table_file, buf.getvalue())
+        return self.table_file
+
+
+def table_row(rec: dict) -> dict:
+    t = rec.get("timings") or {}
+    ws = rec.get("warm_start") or {}
+    row = {
+        "trial_id": rec["trial_id"],
+        "config_id": rec.get("config_id"),
+        "budget": rec.get("budget"),
+        "epochs": rec.get("epochs"),
+        "subset_fraction": rec.get("subset_fraction"),
+        "seed": rec.get("seed"),
+        "status": rec.get("status"),
+        "cost": rec.get("cost"),
+        "optimizer": rec.get("optimizer"),
+        "stage": rec.get("stage"),
+        "warm_started": bool(ws.get("used", False)),
+        "warm_start_from": ws.get("from_trial") if ws.get("used") else None,
+        "epoch_equivalents": rec.get("epoch_equivalents"),
+        "epochs_saved": rec.get("epochs_saved", 0),
+        "time_saved_s": rec.get("time_saved_s", 0.0),
+        "wall_time_s": t.get("total_s"),
+        "featurize_time_s": t.get("featurize_s"),
+        "train_time_s": t.get("train_s"),
+        "worker": rec.get("worker"),
+        "device": rec.get("device"),
+        "started_at": rec.get("started_at"),
+        "finished_at": rec.get("finished_at"),
+    }
+    val = (rec.get("metrics") or {}).get("val") or {}
+    for k, v in val.items():
+        if isinstance(v, (int, float)) or v is None:
+            row[f"val_{k}"] = v
+    for k, v in (rec.get("params") or {}).items():
+        row[f"cfg.{k}"] = v if not isinstance(v, (list, dict)) else json.dumps(v)
+    return row
+
+
+def load_table(root: Path):
+    import pandas as pd
+
+    path = Path(root) / "trials.csv"
+    if not path.exists():
+        return pd.DataFrame(columns=BASE_COLUMNS)
+    return pd.read_csv(path)
