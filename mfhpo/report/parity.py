@@ -1,0 +1,211 @@
+"""Predictions of the incumbent on the validation (and test) data: parity plots, error vs size.
+
+The data are rebuilt from the study file (``data`` section) and checked against the checkpoint's
+data hash; the split is rebuilt from the checkpoint's own configuration (``mfhpo.train.make_split``),
+exactly as training made it. Anything missing (no checkpoint, data not found, hash mismatch)
+becomes a note in the report instead of an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mfhpo.report.load import Study  # noqa: E402
+
+MAX_STRUCTURES = 400  # per split, to keep reports fast on big validation sets
+
+
+@dataclass
+class SplitPrediction:
+    name: str  # "validation", "test (split of train file)", "test (file ...)"
+    natoms: np.ndarray
+    e_ref: np.ndarray
+    e_pred: np.ndarray
+    f_ref: np.ndarray | None = None  # (n_atoms_total, 3)
+    f_pred: np.ndarray | None = None
+    free: np.ndarray | None = None  # (n_atoms_total,) bool
+    note: str = ""
+
+
+@dataclass
+class Predictions:
+    trial_id: object
+    splits: list[SplitPrediction] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _candidates(study: Study, rel: str) -> list[Path]:
+    p = Path(rel).expanduser()
+    if p.is_absolute():
+        return [p]
+    roots = [study.rundir, study.rundir.parent, study.rundir.parent.parent, Path.cwd(), Path.cwd() / "spaces"]
+    src = study.spec.get("_source") or study.spec.get("source")
+    if isinstance(src, str):
+        roots.insert(0, Path(src).parent)
+    return [r / p for r in roots]
+
+
+def _load(study: Study, rel: str, data: dict, want_hash: str | None):
+    """(Dataset, note) for a data entry of the study file; Dataset None when not found / not matching."""
+    from mfhpo.data import Dataset, load_dataset
+
+    kw = dict(group_key=data.get("group_key"), max_force=data.get("max_force"))
+    if rel == "demo":
+        from mfhpo.demo import generate_demo
+
+        images = generate_demo(n_structures=int(data.get("demo_structures", 160)), seed=int(data.get("demo_seed", 0)))
+        ds = Dataset.from_images(images, source="demo", group_key=kw["group_key"])
+        found = [ds]
+    else:
+        found = []
+        for path in _candidates(study, rel):
+            if path.exists():
+                found.append(load_dataset(path, **kw))
+                if want_hash is None or found[-1].hash() == want_hash:
+                    break
+        if not found:
+            return None, f"data file '{rel}' not found (looked next to the run directory and in the working directory)"
+    ds = found[-1]
+    if want_hash is not None and ds.hash() != want_hash:
+        return None, f"data '{rel}' does not match the checkpoint's data hash (changed since the study ran?)"
+    return ds, ""
+
+
+def _predict_split(pot, ds, name: str, rng) -> SplitPrediction:
+    from mfhpo.metrics import predict
+
+    note = ""
+    if len(ds) > MAX_STRUCTURES:
+        idx = np.sort(rng.choice(len(ds), MAX_STRUCTURES, replace=False))
+        note = f"random sample of {MAX_STRUCTURES} of {len(ds)} structures"
+        ds = ds.subset(idx)
+    e, f = predict(pot, ds, forces=ds.has_forces)
+    out = SplitPrediction(name, ds.natoms, np.asarray(ds.energies), np.asarray(e), note=note)
+    if f is not None and ds.forces is not None:
+        out.f_ref = np.concatenate(ds.forces)
+        out.f_pred = np.concatenate(f)
+        out.free = np.concatenate(ds.free)
+    return out
+
+
+def incumbent_predictions(study: Study) -> Predictions | None:
+    """Predictions of the incumbent on validation and test data, or None (with the reason in study.notes)."""
+    inc = study.incumbent()
+    if inc is None:
+        return None
+    tid = inc["trial_id"]
+    res = Predictions(tid)
+    ck_path = study.trial_dir(tid) / "checkpoint.pt"
+    if not ck_path.exists():
+        res.notes.append(f"incumbent trial {tid} has no checkpoint.pt: parity plots skipped")
+        return res
+    data = study.spec.get("data") if isinstance(study.spec.get("data"), dict) else {}
+    if not data.get("train"):
+        res.notes.append("study.yaml has no data.train: parity plots skipped")
+        return res
+    try:
+        from mfhpo.checkpoint import load_potential
+        from mfhpo.train import make_split
+
+        pot = load_potential(ck_path, device="cpu")
+        ck = pot.checkpoint
+        ds, note = _load(study, str(data["train"]), data, ck.get("data_hash"))
+        if ds is None:
+            res.notes.append(f"parity plots skipped: {note}")
+            return res
+        split = make_split(pot.config, ds)
+        rng = np.random.default_rng(0)
+        res.splits.append(_predict_split(pot, ds.subset(split.val), "validation", rng))
+        if len(split.test):
+            res.splits.append(_predict_split(pot, ds.subset(split.test), "test (held-out split of the train file)", rng))
+        if data.get("test"):
+            tds, note = _load(study, str(data["test"]), data, None)
+            if tds is None:
+                res.notes.append(f"test file skipped: {note}")
+            else:
+                res.splits.append(_predict_split(pot, tds, f"test (file {data['test']})", rng))
+    except Exception as exc:  # a report must not die on one figure
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        res.notes.append(f"parity plots skipped: cannot predict with trial {tid}'s checkpoint ({msg})")
+    return res
+
+
+def _mae(a, b) -> float:
+    return float(np.mean(np.abs(np.asarray(a) - np.asarray(b)))) if len(a) else float("nan")
+
+
+def split_metrics(sp: SplitPrediction) -> dict:
+    """MAEs of these predictions (used for the consistency check against the trial table)."""
+    out = {"energy_mae": _mae(sp.e_pred, sp.e_ref),
+           "energy_mae_per_atom": _mae(sp.e_pred / sp.natoms, sp.e_ref / sp.natoms)}
+    if sp.f_ref is not None:
+        out["force_mae"] = _mae(sp.f_pred, sp.f_ref)
+        out["force_mae_free"] = _mae(sp.f_pred[sp.free], sp.f_ref[sp.free]) if sp.free.any() else float("nan")
+    return out
+
+
+def parity_figure(study: Study, preds: Predictions) -> plt.Figure | None:
+    splits = preds.splits
+    if not splits:
+        return None
+    has_f = any(s.f_ref is not None for s in splits)
+    ncol = 2 if has_f else 1
+    fig, axes = plt.subplots(len(splits), ncol, figsize=(6 * ncol, 5 * len(splits)), constrained_layout=True,
+                             squeeze=False)
+    for row, sp in zip(axes, splits):
+        m = split_metrics(sp)
+        ax = row[0]
+        er, ep = sp.e_ref / sp.natoms, sp.e_pred / sp.natoms
+        ax.scatter(er, ep, s=10, alpha=0.7)
+        lo, hi = min(er.min(), ep.min()), max(er.max(), ep.max())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel("reference energy per atom [eV/atom]")
+        ax.set_ylabel("predicted energy per atom [eV/atom]")
+        ax.set_title(f"{sp.name}: energy ({len(er)} structures)", fontsize=10)
+        ax.text(0.03, 0.97, f"MAE {m['energy_mae_per_atom']:.4g} eV/atom\nMAE {m['energy_mae']:.4g} eV/structure",
+                transform=ax.transAxes, va="top", fontsize=8, bbox=dict(fc="w", alpha=0.8))
+        if ncol == 2:
+            ax = row[1]
+            if sp.f_ref is None:
+                ax.set_axis_off()
+                continue
+            fixed = ~sp.free
+            if fixed.any():
+                ax.scatter(sp.f_ref[fixed].ravel(), sp.f_pred[fixed].ravel(), s=4, alpha=0.4, color="0.6",
+                           label="fixed atoms (FixAtoms)")
+            ax.scatter(sp.f_ref[sp.free].ravel(), sp.f_pred[sp.free].ravel(), s=4, alpha=0.5, color="tab:red",
+                       label="free atoms")
+            lo, hi = min(sp.f_ref.min(), sp.f_pred.min()), max(sp.f_ref.max(), sp.f_pred.max())
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            ax.set_xlabel("reference force component [eV/Å]")
+            ax.set_ylabel("predicted force component [eV/Å]")
+            ax.set_title(f"{sp.name}: forces (per Cartesian component)", fontsize=10)
+            ax.text(0.03, 0.97, f"MAE free atoms {m['force_mae_free']:.4g} eV/Å\n"
+                    f"MAE all atoms {m['force_mae']:.4g} eV/Å", transform=ax.transAxes, va="top", fontsize=8,
+                    bbox=dict(fc="w", alpha=0.8))
+            ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{study.name}: incumbent (trial {preds.trial_id}) predicted vs reference")
+    return fig
+
+
+def size_figure(study: Study, preds: Predictions) -> plt.Figure | None:
+    if not preds.splits:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    for sp in preds.splits:
+        err = np.abs(sp.e_pred - sp.e_ref) / sp.natoms
+        ax.scatter(sp.natoms, err, s=12, alpha=0.7, label=sp.name)
+    ax.set_yscale("log")
+    ax.set_xlabel("number of atoms in the structure")
+    ax.set_ylabel("|energy error| per atom [eV/atom]")
+    ax.set_title(f"{study.name}: incumbent (trial {preds.trial_id}) energy error vs structure size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

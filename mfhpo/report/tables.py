@@ -1,0 +1,176 @@
+"""Tables for reports, each as (headers, rows) rendered to both HTML and Markdown."""
+
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+import pandas as pd
+
+from mfhpo.report import analysis
+from mfhpo.report.load import CFG_PREFIX, SUCCESS, Study
+from mfhpo.report.metrics_info import HEADLINE, METRICS, fmt, metric_info
+
+
+class Table:
+    def __init__(self, headers: list[str], rows: list[list[str]], caption: str = ""):
+        self.headers, self.rows, self.caption = headers, rows, caption
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in self.rows)
+        cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
+        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def markdown(self) -> str:
+        esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        lines = ["| " + " | ".join(esc(h) for h in self.headers) + " |",
+                 "|" + "---|" * len(self.headers)]
+        lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in self.rows]
+        out = "\n".join(lines)
+        return (f"*{self.caption}*\n\n" + out) if self.caption else out
+
+
+def _value(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "inactive"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4g}" if float(v) != int(float(v)) or abs(float(v)) >= 1e6 else f"{int(float(v))}"
+    return str(v)
+
+
+def overview(study: Study) -> Table:
+    t = study.trials
+    status = ", ".join(f"{k}: {v}" for k, v in t["status"].value_counts().items()) or "none"
+    rows = [["study", study.name], ["run directory", str(study.rundir)],
+            ["minimised metric", study.objective_label],
+            ["trials finished", f"{len(t)} ({status})"],
+            ["optimizers", ", ".join(study.optimizers) or "–"],
+            ["budgets evaluated", ", ".join(f"{b:g}" for b in study.budgets) or "–"],
+            ["compute spent", f"{t['epoch_equivalents'].fillna(0).sum():.4g} epoch-equivalents, "
+                              f"{t['wall_time_s'].fillna(0).sum() / 3600:.3g} worker-hours"]]
+    if t["finished_at"].notna().any():
+        start = t["started_at"].min() if t["started_at"].notna().any() else t["finished_at"].min()
+        rows.append(["first start / last finish", f"{start:%Y-%m-%d %H:%M} / {t['finished_at'].max():%Y-%m-%d %H:%M} UTC"])
+    devices = t["device"].dropna().astype(str)
+    devices = devices[devices != ""]
+    if len(devices):
+        rows.append(["devices", ", ".join(sorted(devices.unique()))])
+    return Table(["", ""], rows)
+
+
+def incumbent_metrics(study: Study) -> Table | None:
+    inc = study.incumbent()
+    if inc is None:
+        return None
+    rows = []
+    for name in HEADLINE:
+        col = f"val_{name}"
+        if col not in inc.index or pd.isna(inc[col]):
+            continue
+        info = METRICS[name]
+        base = fmt(inc.get(f"val_{info.baseline}", float("nan")), info.unit) if info.baseline else "–"
+        rows.append([info.label, fmt(inc[col], info.unit), base, info.definition])
+    n = inc.get("val_n_structures", float("nan"))
+    cap = (f"incumbent: trial {inc['trial_id']} (config {inc['config_id']}, budget {inc['budget']:g}, "
+           f"{inc['optimizer']}); validation split"
+           + (f", {int(n)} structures" if pd.notna(n) else "")
+           + ". Baselines on the same split: energies = per-element linear fit on the training split, "
+             "forces = zero-force predictor.")
+    return Table(["metric", "incumbent", "baseline", "definition"], rows, cap)
+
+
+def incumbent_config(study: Study) -> Table | None:
+    inc = study.incumbent()
+    if inc is None:
+        return None
+    rows = [[c[len(CFG_PREFIX):], _value(inc[c])] for c in study.hp_columns]
+    rows += [["(budget)", f"{inc['budget']:g}"], ["(epochs run × subset)",
+             f"{inc.get('epochs', float('nan')):g} × {inc.get('subset_fraction', float('nan')):g}"]]
+    return Table(["hyperparameter", "value"], rows,
+                 f"configuration of the incumbent (trial {inc['trial_id']}; full config: "
+                 f"trials/{inc['trial_id']}/config.yaml)")
+
+
+def rung_table(study: Study) -> Table:
+    rows = []
+    for opt in study.optimizers:
+        r = analysis.rungs(study, opt)
+        for _, x in r.iterrows():
+            rows.append([opt, f"{x['budget']:g}", int(x["trials"]), int(x["success"]), int(x["failed"]),
+                         int(x["configs"]), int(x["promoted"]), int(x["warm_started"])])
+    return Table(["optimizer", "budget", "trials", "success", "failed", "configs", "promoted from lower budget",
+                  "warm-started"], rows)
+
+
+def top_table(study: Study, k: int = 5) -> Table | None:
+    top = analysis.top_trials(study, k)
+    if top.empty:
+        return None
+    cols = [c for c in ["val_energy_mae_per_atom", "val_energy_mae", "val_force_mae_free", "val_force_mae"]
+            if c in top and top[c].notna().any()]
+    rows = [[str(r["trial_id"]), str(r["config_id"]), r["optimizer"], f"{r['cost']:.4g}"]
+            + [fmt(r[c], metric_info(c).unit) for c in cols] for _, r in top.iterrows()]
+    return Table(["trial", "config", "optimizer", "cost"] + [metric_info(c).label for c in cols], rows,
+                 f"top {len(rows)} trials at budget {top['budget'].max():g}")
+
+
+def importance_table(imp: pd.DataFrame, info: dict) -> Table | None:
+    if imp is None or imp.empty:
+        return None
+    rows = [[r["hp"], f"{100 * r['importance']:.1f} ± {100 * r['std']:.1f} %"] for _, r in imp.iterrows()]
+    notes = "; ".join(info.get("notes", []))
+    cap = f"{info.get('method', '')}; {info.get('data', '')}; OOB R² {info.get('r2_oob', float('nan')):.2f}"
+    return Table(["hyperparameter", "importance (main effect)"], rows, cap + (f"; dropped: {notes}" if notes else ""))
+
+
+def cross_metrics(studies: list[Study]) -> Table:
+    rows = []
+    incs = [s.incumbent() for s in studies]
+    for name in HEADLINE:
+        info = METRICS[name]
+        cells = []
+        for inc in incs:
+            if inc is None or f"val_{name}" not in inc.index or pd.isna(inc[f"val_{name}"]):
+                cells.append("–")
+                continue
+            base = inc.get(f"val_{info.baseline}", float("nan")) if info.baseline else float("nan")
+            cells.append(fmt(inc[f"val_{name}"], info.unit) + (f" (baseline {fmt(base, info.unit)})"
+                                                                 if pd.notna(base) else ""))
+        if any(c != "–" for c in cells):
+            rows.append([f"{info.label} [{info.unit}]"] + cells)
+    rows.append(["minimised metric"] + [s.objective_label for s in studies])
+    return Table(["validation metric of the incumbent"] + [s.name for s in studies], rows,
+                 "incumbent of each study (best trial at its highest budget), validation split of its own data; "
+                 "baseline = per-element linear fit (energies) / zero forces (forces), same split")
+
+
+def cross_hyperparameters(studies: list[Study], imps: list[pd.DataFrame]) -> Table:
+    names: list[str] = []
+    for s in studies:
+        for c in s.hp_columns:
+            n = c[len(CFG_PREFIX):]
+            if n not in names:
+                names.append(n)
+    rows = []
+    for n in names:
+        row = [n]
+        for s, imp in zip(studies, imps):
+            inc = s.incumbent()
+            col = CFG_PREFIX + n
+            val = _value(inc[col]) if (inc is not None and col in inc.index) else "–"
+            hit = imp[imp["hp"] == n] if imp is not None and not imp.empty else pd.DataFrame()
+            im = f"{100 * hit['importance'].iloc[0]:.0f} ± {100 * hit['std'].iloc[0]:.0f} %" if len(hit) else "–"
+            row += [val, im]
+        rows.append(row)
+    headers = ["hyperparameter"]
+    for s in studies:
+        headers += [f"{s.name}: optimum", f"{s.name}: importance"]
+    return Table(headers, rows, "optimum = the incumbent's value; importance = main-effect share of variance "
+                                "(random-forest functional ANOVA, ± std over trees); – = not in that study's space")
+
+
+def definitions() -> Table:
+    rows = [[f"val_{m.name}", m.label, m.unit or "–", m.definition] for m in METRICS.values()]
+    return Table(["trial-table column", "label", "unit", "definition"], rows)
