@@ -39,7 +39,7 @@ def _versions() -> dict[str, str]:
         mv = version("mfhpo")
     except Exception:  # pragma: no cover - not installed
         mv = "unknown"
-    return {"mfhpo_version": mv, "torch_version": torch.__version__}
+    return {"mfhpo_version": str(mv), "torch_version": str(torch.__version__)}
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
