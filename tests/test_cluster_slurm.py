@@ -1,0 +1,198 @@
+"""dask-jobqueue against a REAL single-node Slurm (scripts/start_slurm.sh).
+
+Skips with the reason when Slurm cannot be started (not root, no apt-get, no slurmctld). Everything
+runs on 127.0.0.1 (``interface: lo``). Each worker job asks for 1 CPU: CI machines have 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mfhpo.study.clusters import ClusterConfig, queued_jobs, start_cluster
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
+
+
+
+def _slurm_up() -> bool:
+    if not shutil.which("scontrol") or not shutil.which("sbatch"):
+        return False
+    r = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
+    if "is UP" not in r.stdout:
+        return False
+    st = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20).stdout
+    return any(s.startswith(("idle", "mix", "alloc", "completing")) for s in st.split())
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    if not _slurm_up():
+        if os.geteuid() != 0:
+            pytest.skip("no running Slurm and not root: scripts/start_slurm.sh cannot start one")
+        r = subprocess.run(["bash", str(REPO / "scripts" / "start_slurm.sh")], capture_output=True, text=True,
+                           timeout=600)
+        if not _slurm_up():
+            why = (r.stdout + r.stderr).strip().splitlines()[-1:] or ["no output"]
+            pytest.skip(f"Slurm could not be started by scripts/start_slurm.sh: {why[0]}")
+    return True
+
+
+def _cfg(**kw) -> ClusterConfig:
+    base = dict(kind="slurm", partition="debug", walltime="00:10:00", gpus_per_job=0, cpus_per_job=1,
+                memory="1GB", interface="lo", dashboard_port=0, death_timeout=60,
+                # the prologue runs in each job before the worker starts: let it import this module
+                job_script_prologue=[f"export PYTHONPATH={Path(__file__).parent}:${{PYTHONPATH:-}}",
+                                     "export MFHPO_TEST_PROLOGUE=ran"])
+    base.update(kw)
+    return ClusterConfig(**base)
+
+
+def _squeue_ids(job_name: str) -> set[str]:
+    return set(queued_jobs("slurm", job_name))
+
+
+def _wait_no_jobs(job_name: str, timeout: float = 30) -> set[str]:
+    t0 = time.monotonic()
+    left = _squeue_ids(job_name)
+    while left and time.monotonic() - t0 < timeout:
+        time.sleep(0.5)
+        left = _squeue_ids(job_name)
+    return left
+
+
+def _job_task(i: int, seconds: float):
+    t0 = time.time()
+    time.sleep(seconds)
+    return {"i": i, "job": os.environ.get("SLURM_JOB_ID"), "start": t0, "end": time.time(),
+            "cpus": os.environ.get("SLURM_CPUS_PER_TASK"), "prologue": os.environ.get("MFHPO_TEST_PROLOGUE")}
+
+
+def test_slurm_cluster_runs_trials_inside_jobs(slurm, tmp_path):
+    t0 = time.monotonic()
+    h = start_cluster(_cfg(jobs=2), tmp_path)
+    try:
+        assert h.wait_for_slots(2, timeout=120) == 2, f"workers did not come up: {h.summary()}"
+        t_up = time.monotonic() - t0
+        print(f"\n[measure] 2 Slurm worker jobs connected after {t_up:.1f} s")
+        ids = set(h.job_ids())
+        assert len(ids) == 2
+        assert ids <= _squeue_ids(h.job_name), "the worker jobs are not in squeue"
+        st = subprocess.run(["squeue", "-h", "-o", "%i %j %T", "-j", ",".join(ids)], capture_output=True,
+                            text=True).stdout
+        assert st.count("RUNNING") == 2 and h.job_name in st
+        assert h.dashboard_link.startswith("http://")
+        assert h.tunnel_command and h.tunnel_command.startswith("ssh -N -L ")
+
+        futs = [h.client.submit(_job_task, i, 1.0, resources={"trial": 1}, pure=False) for i in range(4)]
+        res = h.client.gather(futs)
+        assert {r["job"] for r in res} <= ids and len({r["job"] for r in res}) == 2
+        assert all(r["cpus"] == "1" and r["prologue"] == "ran" for r in res)
+        # one trial at a time per job
+        for job in ids:
+            spans = sorted((r["start"], r["end"]) for r in res if r["job"] == job)
+            assert all(a[1] <= b[0] + 1e-3 for a, b in zip(spans, spans[1:])), spans
+        logs = list((tmp_path / "cluster-logs").glob("*.err"))
+        assert logs, "no worker logs under <rundir>/cluster-logs"
+    finally:
+        h.close()
+    left = _wait_no_jobs(h.job_name)
+    assert not left, f"jobs left in the queue after close(): {left}"
+    assert h.n_slots() == 0
+
+
+def test_scancel_mid_task_fails_the_task_and_adaptive_replaces_the_job(slurm, tmp_path):
+    h = start_cluster(_cfg(adaptive={"minimum": 2, "maximum": 2}), tmp_path)
+    try:
+        assert h.wait_for_slots(2, timeout=120) == 2, h.summary()
+        first_ids = set(h.job_ids())
+        victim = h.client.submit(_job_task, 0, 120.0, resources={"trial": 1}, pure=False)
+        other = h.client.submit(_job_task, 1, 8.0, resources={"trial": 1}, pure=False)
+        # find the job whose worker runs the victim
+        job = None
+        for _ in range(100):
+            proc = h.client.processing()
+            addr = next((a for a, keys in proc.items() if victim.key in keys), None)
+            if addr:
+                job = h.client.run(lambda: os.environ["SLURM_JOB_ID"], workers=[addr])[addr]
+                break
+            time.sleep(0.1)
+        assert job in first_ids
+        time.sleep(1.0)
+        t_kill = time.monotonic()
+        subprocess.run(["scancel", job], check=True)
+        from distributed.scheduler import KilledWorker
+
+        with pytest.raises((KilledWorker, OSError, Exception)) as ei:  # must error, not hang
+            victim.result(timeout=90)
+        t_err = time.monotonic() - t_kill
+        print(f"\n[measure] scancel -> future errored ({type(ei.value).__name__}) after {t_err:.1f} s")
+        assert not isinstance(ei.value, TimeoutError), "the task hung instead of failing"
+        assert type(ei.value).__name__ in ("KilledWorker", "CommClosedError", "FutureCancelledError"), ei.value
+        r = other.result(timeout=60)  # the other work finishes
+        assert r["job"] != job
+        # adaptive mode submits a replacement job
+        assert h.wait_for_slots(2, timeout=150) == 2, h.summary()
+        t_rep = time.monotonic() - t_kill
+        print(f"[measure] replacement worker up {t_rep:.1f} s after scancel")
+        new_ids = set(h.job_ids()) - first_ids
+        assert new_ids, "no replacement job was submitted"
+        res = h.client.gather([h.client.submit(_job_task, i, 0.5, resources={"trial": 1}, pure=False)
+                               for i in range(2, 4)])
+        assert {x["job"] for x in res} <= (first_ids | new_ids) - {job}
+        assert job not in _squeue_ids(h.job_name)
+    finally:
+        h.close()
+    left = _wait_no_jobs(h.job_name)
+    assert not left, f"jobs left in the queue after close(): {left}"
+
+
+_CHILD = r"""
+import sys, time
+from pathlib import Path
+from mfhpo.study.clusters import ClusterConfig, start_cluster, install_signal_handlers
+if __name__ == "__main__":
+    install_signal_handlers()
+    cfg = ClusterConfig(kind="slurm", partition="debug", walltime="00:10:00", gpus_per_job=0, cpus_per_job=1,
+                        memory="1GB", interface="lo", dashboard_port=0, jobs=1)
+    h = start_cluster(cfg, Path(sys.argv[1]))
+    h.wait_for_slots(1, timeout=120)
+    print("READY", h.job_name, ",".join(h.job_ids()), flush=True)
+    if sys.argv[2] == "exit":
+        sys.exit(0)          # no close(): the atexit hook must cancel the job
+    time.sleep(600)          # interrupted by the test
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "SIGINT", "SIGTERM"])
+def test_no_orphaned_jobs_on_exit_or_interrupt(slurm, tmp_path, how):
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    p = subprocess.Popen([sys.executable, str(script), str(tmp_path / "rd"), "exit" if how == "exit" else "wait"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        line = ""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 150:
+            line = p.stdout.readline()
+            if line.startswith("READY") or not line:
+                break
+        assert line.startswith("READY"), f"child did not get a worker: {line!r} {p.stderr.read()[-2000:] if p.poll() is not None else ''}"
+        _, job_name, ids = line.split()
+        assert ids and set(ids.split(",")) <= _squeue_ids(job_name) | set(ids.split(","))
+        if how != "exit":
+            p.send_signal(getattr(signal, how))
+        p.wait(timeout=90)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    left = _wait_no_jobs(job_name)
+    assert not left, f"{how}: jobs left in the queue: {left}"
