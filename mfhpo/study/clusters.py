@@ -258,6 +258,9 @@ def _set_dask_config() -> None:
         "distributed.scheduler.allowed-failures": 0,
         # job clusters: workers may take minutes to appear; never give up waiting for them
         "distributed.scheduler.worker-ttl": "5 minutes",
+        # a job whose worker vanished (scancel, walltime, node failure) is dropped from the cluster
+        # after this long, so that adapt() submits its replacement (dask's default: 15 s)
+        "distributed.deploy.lost-worker-timeout": "10s",
     })
 
 
