@@ -233,21 +233,9 @@ def parse_study(data: dict, source: str = "<study>", text: str | None = None, pa
 
 
 def _validate_cluster(study: StudyConfig, source: str) -> None:
-    try:
-        from mfhpo.study.clusters import ClusterConfig  # another helper's module
-    except ImportError:
-        allowed = {"kind", "workers", "threads_per_worker", "memory_limit", "dashboard_address"}
-        for k in study.cluster:
-            if k not in allowed:
-                raise MfhpoError(f"{source}: cluster.{k}: unknown key")
-        return
-    try:
-        ClusterConfig.model_validate(study.cluster)
-    except ValidationError as err:
-        msg = format_validation_error(source, err)
-        # prefix the location with 'cluster.'
-        head, _, rest = msg.partition(": ")
-        raise MfhpoError(f"{head}: cluster.{rest}") from None
+    from mfhpo.study.clusters import load_cluster_config  # one-line errors naming cluster.<key>
+
+    load_cluster_config(study.cluster, source=source)
 
 
 def load_study(path: str | Path) -> StudyConfig:

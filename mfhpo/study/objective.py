@@ -87,7 +87,7 @@ def _train(spec: dict) -> dict:
             from mfhpo.gmp.cache import FeatureCache
 
             cache = FeatureCache(Path(spec["cache_dir"]))
-        except ImportError:
+        except Exception:  # cache unavailable: featurize without it
             cache = None
     init = spec.get("init_checkpoint")
     res = train(cfg, ds, Budget(**spec["budget"]), Path(spec["trial_dir"]),

@@ -70,7 +70,8 @@ def smac_state_dir(output_dir: Path, name: str, seed: int) -> Path:
     return Path(output_dir) / name / str(seed)
 
 
-def resume_cleanup(state_dir: Path, keep: Callable[[dict], dict | None] | None = None) -> dict:
+def resume_cleanup(state_dir: Path, keep: Callable[[dict], dict | None] | None = None,
+                   output_directory: Path | None = None) -> dict:
     """Before resuming: drop RUNNING trials from ``runhistory.json`` so that SMAC re-queues them.
 
     ``keep(entry) -> value dict | None`` may instead supply the finished result of a RUNNING trial
@@ -79,6 +80,16 @@ def resume_cleanup(state_dir: Path, keep: Callable[[dict], dict | None] | None =
     """
     from smac.runhistory.enumerations import StatusType
 
+    sc_path = Path(state_dir) / "scenario.json"
+    if output_directory is not None and sc_path.exists():
+        # the run directory may have moved or been named by another relative path: SMAC compares
+        # the saved output_directory too, and would prompt
+        sc = json.loads(sc_path.read_text())
+        if sc.get("output_directory") != str(output_directory):
+            sc["output_directory"] = str(output_directory)
+            tmp = sc_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(sc, indent=2))
+            os.replace(tmp, sc_path)
     rh_path = Path(state_dir) / "runhistory.json"
     if not rh_path.exists():
         return {"dropped": 0, "completed": 0}

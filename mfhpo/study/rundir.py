@@ -204,3 +204,13 @@ def load_table(root: Path):
     if not path.exists():
         return pd.DataFrame(columns=BASE_COLUMNS)
     return pd.read_csv(path)
+
+
+def select_incumbent(records: Iterable[dict]) -> dict | None:
+    """Best SUCCESS trial at the highest budget any SUCCESS trial reached (ties: earlier trial)."""
+    ok = [r for r in records if r.get("status") == "SUCCESS" and r.get("cost") is not None]
+    if not ok:
+        return None
+    top = max(float(r["budget"]) for r in ok)
+    at_top = [r for r in ok if math.isclose(float(r["budget"]), top, rel_tol=1e-9)]
+    return min(at_top, key=lambda r: (float(r["cost"]), int(r["trial_id"])))

@@ -251,13 +251,14 @@ def to_configspace(spec: SpaceSpec, seed: int = 0, tags: set[str] | None = None,
     def make(p: ParamSpec, name: str):
         if p.kind == "cat":
             choices = [_encode_choice(c) for c in p.choices]
-            d = _encode_choice(p.default) if p.default is not None else None
-            return Categorical(name, choices, default=d)
+            if p.default is not None:
+                return Categorical(name, choices, default=_encode_choice(p.default))
+            return Categorical(name, choices)
         if p.kind == "int":
-            return Integer(name, (int(p.low), int(p.high)), log=p.log,
-                           default=None if p.default is None else int(p.default))
-        return Float(name, (float(p.low), float(p.high)), log=p.log,
-                     default=None if p.default is None else float(p.default))
+            kw = {} if p.default is None else {"default": int(p.default)}
+            return Integer(name, (int(p.low), int(p.high)), log=p.log, **kw)
+        kw = {} if p.default is None else {"default": float(p.default)}
+        return Float(name, (float(p.low), float(p.high)), log=p.log, **kw)
 
     for p in spec.params.values():
         if not want(p):

@@ -1,0 +1,105 @@
+"""Live view of a running study: trials done/running/crashed per budget, the incumbent and its
+metrics, elapsed budget. A rich ``Live`` table on a terminal; plain lines otherwise (batch logs)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import Any, Callable
+
+from mfhpo.study.rundir import select_incumbent
+
+
+def _fmt(v: Any, nd: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}g}"
+    return str(v)
+
+
+class ProgressView:
+    def __init__(self, title: str, metric, budget_text: Callable[[], str], enabled: bool = True,
+                 stream=None):
+        self.title = title
+        self.metric = metric
+        self.budget_text = budget_text
+        self.stream = stream or sys.stdout
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.enabled = enabled
+        self._live = None
+        self._last = 0.0
+        self.records: list[dict] = []
+        self.running: dict[int, dict] = {}
+        self.note = ""
+
+    def start(self) -> None:
+        if self.tty:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._render(), console=Console(file=self.stream), refresh_per_second=2,
+                              transient=False)
+            self._live.start()
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.stop()
+            self._live = None
+
+    def set_note(self, note: str) -> None:
+        if note != self.note:
+            self.note = note
+            if not self.tty and self.enabled and note:
+                print(f"[mfhpo] {note}", file=self.stream, flush=True)
+
+    def started(self, rec: dict) -> None:
+        self.running[rec["trial_id"]] = rec
+
+    def finished(self, rec: dict) -> None:
+        self.running.pop(rec["trial_id"], None)
+        self.records.append(rec)
+        if self.enabled and not self.tty:
+            inc = select_incumbent(self.records)
+            cost = _fmt(rec.get("cost"))
+            ws = " warm" if (rec.get("warm_start") or {}).get("used") else ""
+            err = f" ({rec.get('error')})" if rec.get("error") else ""
+            line = (f"[mfhpo] trial {rec['trial_id']} {rec.get('stage', '')} budget {_fmt(rec.get('budget'))} "
+                    f"({rec.get('epochs')} ep, subset {_fmt(rec.get('subset_fraction'), 3)}){ws}: "
+                    f"{rec.get('status')} cost {cost}{err} | done {len(self.records)}, running "
+                    f"{len(self.running)}, best {_fmt(inc['cost']) if inc else '-'} | {self.budget_text()}")
+            print(line, file=self.stream, flush=True)
+
+    def refresh(self) -> None:
+        if self._live is not None and time.time() - self._last > 0.5:
+            self._last = time.time()
+            self._live.update(self._render())
+
+    def _render(self):
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        by = Counter((r.get("budget"), r.get("status")) for r in self.records)
+        run_by = Counter(r.get("budget") for r in self.running.values())
+        budgets = sorted({b for b, _ in by} | set(run_by), key=lambda x: float(x or 0))
+        t = Table(title=f"{self.title}: trials per budget", expand=False)
+        for c in ("budget", "done", "running", "crashed", "best cost"):
+            t.add_column(c, justify="right")
+        for b in budgets:
+            done = sum(n for (bb, s), n in by.items() if bb == b)
+            crashed = sum(n for (bb, s), n in by.items() if bb == b and s != "SUCCESS")
+            costs = [r["cost"] for r in self.records if r.get("budget") == b and r.get("status") == "SUCCESS"]
+            t.add_row(_fmt(b), str(done), str(run_by.get(b, 0)), str(crashed), _fmt(min(costs) if costs else None))
+        inc = select_incumbent(self.records)
+        lines = [Text(f"cost = {self.metric.describe()}  |  {self.budget_text()}")]
+        if inc:
+            v = (inc.get("metrics") or {}).get("val", {})
+            ef = f"val E MAE/atom {_fmt(v.get('energy_mae_per_atom'))} (baseline {_fmt(v.get('baseline_energy_mae_per_atom'))})"
+            ff = f", F MAE {_fmt(v.get('force_mae'))} (zero-F {_fmt(v.get('baseline_force_mae'))})" if v.get("force_mae") is not None else ""
+            lines.append(Text(f"incumbent: trial {inc['trial_id']} at budget {_fmt(inc['budget'])}, cost {_fmt(inc['cost'])}; {ef}{ff}"))
+        if self.note:
+            lines.append(Text(self.note))
+        return Group(t, *lines)
