@@ -201,7 +201,7 @@ def configurations(study: Study, max_axes: int = 14) -> plt.Figure | None:
         for t, lab in zip(ticks, labels):
             ax.text(x + 0.03, t, lab, fontsize=7, va="center")
     ax.axhline(-0.12, color="0.8", lw=0.5, ls=":")
-    ax.text(-0.35, -0.12, "inactive", fontsize=7, va="center", ha="right", color="0.4")
+    ax.text(-0.45, -0.12, "inactive", fontsize=7, va="bottom", ha="left", color="0.4")
     ax.set_xticks(xs, [c[len(CFG_PREFIX):] for c in cols], rotation=30, ha="right", fontsize=8)
     ax.set_yticks([])
     ax.set_xlim(-0.5, len(cols) - 0.3)

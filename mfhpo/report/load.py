@@ -62,7 +62,17 @@ class Study:
         return top.loc[top["cost"].astype(float).idxmin()]
 
     def trial_dir(self, trial_id) -> Path:
-        return self.rundir / "trials" / str(trial_id)
+        """trials/<id> as the study engine names it (zero-padded ``00012``, or plain ``12``)."""
+        root = self.rundir / "trials"
+        names = [str(trial_id)]
+        try:
+            names.insert(0, f"{int(float(trial_id)):05d}")
+        except (TypeError, ValueError):
+            pass
+        for n in names:
+            if (root / n).is_dir():
+                return root / n
+        return root / names[0]
 
     def learning_curve(self, trial_id) -> pd.DataFrame | None:
         return read_csv_tolerant(self.trial_dir(trial_id) / "learning_curve.csv")

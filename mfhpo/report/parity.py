@@ -41,41 +41,71 @@ class Predictions:
     notes: list[str] = field(default_factory=list)
 
 
-def _candidates(study: Study, rel: str) -> list[Path]:
-    p = Path(rel).expanduser()
-    if p.is_absolute():
-        return [p]
-    roots = [study.rundir, study.rundir.parent, study.rundir.parent.parent, Path.cwd(), Path.cwd() / "spaces"]
-    src = study.spec.get("_source") or study.spec.get("source")
-    if isinstance(src, str):
-        roots.insert(0, Path(src).parent)
-    return [r / p for r in roots]
+def _recorded_paths(obj, key: str) -> list[str]:
+    """Every string under a ``data`` mapping's ``key`` anywhere in a JSON-like object (state/trial files)."""
+    out = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "data" and isinstance(v, dict) and isinstance(v.get(key), str):
+                out.append(v[key])
+            out += _recorded_paths(v, key)
+    elif isinstance(obj, list):
+        for v in obj:
+            out += _recorded_paths(v, key)
+    return out
 
 
-def _load(study: Study, rel: str, data: dict, want_hash: str | None):
-    """(Dataset, note) for a data entry of the study file; Dataset None when not found / not matching."""
+def _candidates(study: Study, rel: str, key: str, trial_id) -> list[Path]:
+    """Where the data of ``data.<key>`` may be: paths recorded by the study engine first, then ``rel``
+    relative to the run directory, its parents and the working directory."""
+    import json
+
+    recorded: list[str] = []
+    for f in [study.rundir / "state.json", study.trial_dir(trial_id) / "trial.json"]:
+        try:
+            recorded += _recorded_paths(json.loads(f.read_text()), key)
+        except (OSError, ValueError):
+            pass
+    out = [Path(p) for p in recorded]
+    if rel == "demo" and key == "train":
+        out += sorted(p for p in (study.rundir / "data").glob("*") if p.is_file())
+    elif rel != "demo":
+        p = Path(rel).expanduser()
+        roots = [study.rundir, study.rundir.parent, study.rundir.parent.parent, Path.cwd(), Path.cwd() / "spaces"]
+        out += [p] if p.is_absolute() else [r / p for r in roots]
+    seen, uniq = set(), []
+    for p in out:
+        if str(p) not in seen and p.exists():
+            seen.add(str(p))
+            uniq.append(p)
+    return uniq
+
+
+def _load(study: Study, rel: str, key: str, data: dict, trial_id, want_hash: str | None):
+    """(Dataset, note) for ``data.<key>`` of the study file; Dataset None when not found / not matching."""
     from mfhpo.data import Dataset, load_dataset
 
     kw = dict(group_key=data.get("group_key"), max_force=data.get("max_force"))
-    if rel == "demo":
+    tried = 0
+    for path in _candidates(study, rel, key, trial_id):
+        try:
+            ds = load_dataset(path, **kw)
+        except Exception:
+            continue
+        tried += 1
+        if want_hash is None or ds.hash() == want_hash:
+            return ds, ""
+    if rel == "demo" and key == "train":
         from mfhpo.demo import generate_demo
 
         images = generate_demo(n_structures=int(data.get("demo_structures", 160)), seed=int(data.get("demo_seed", 0)))
         ds = Dataset.from_images(images, source="demo", group_key=kw["group_key"])
-        found = [ds]
-    else:
-        found = []
-        for path in _candidates(study, rel):
-            if path.exists():
-                found.append(load_dataset(path, **kw))
-                if want_hash is None or found[-1].hash() == want_hash:
-                    break
-        if not found:
-            return None, f"data file '{rel}' not found (looked next to the run directory and in the working directory)"
-    ds = found[-1]
-    if want_hash is not None and ds.hash() != want_hash:
-        return None, f"data '{rel}' does not match the checkpoint's data hash (changed since the study ran?)"
-    return ds, ""
+        if want_hash is None or ds.hash() == want_hash:
+            return ds, ""
+        tried += 1
+    if not tried:
+        return None, f"data '{rel}' not found (looked at recorded paths, next to the run directory, and in the working directory)"
+    return None, f"no copy of data '{rel}' matches the checkpoint's data hash (changed since the study ran?)"
 
 
 def _predict_split(pot, ds, name: str, rng) -> SplitPrediction:
@@ -116,7 +146,7 @@ def incumbent_predictions(study: Study) -> Predictions | None:
 
         pot = load_potential(ck_path, device="cpu")
         ck = pot.checkpoint
-        ds, note = _load(study, str(data["train"]), data, ck.get("data_hash"))
+        ds, note = _load(study, str(data["train"]), "train", data, tid, ck.get("data_hash"))
         if ds is None:
             res.notes.append(f"parity plots skipped: {note}")
             return res
@@ -126,7 +156,7 @@ def incumbent_predictions(study: Study) -> Predictions | None:
         if len(split.test):
             res.splits.append(_predict_split(pot, ds.subset(split.test), "test (held-out split of the train file)", rng))
         if data.get("test"):
-            tds, note = _load(study, str(data["test"]), data, None)
+            tds, note = _load(study, str(data["test"]), "test", data, tid, None)
             if tds is None:
                 res.notes.append(f"test file skipped: {note}")
             else:

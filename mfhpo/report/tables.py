@@ -19,9 +19,10 @@ class Table:
 
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
+        head = f"<thead><tr>{head}</tr></thead>" if any(self.headers) else ""
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in self.rows)
         cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
-        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return f"<table>{cap}{head}<tbody>{body}</tbody></table>"
 
     def markdown(self) -> str:
         esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
@@ -57,7 +58,7 @@ def overview(study: Study) -> Table:
     devices = devices[devices != ""]
     if len(devices):
         rows.append(["devices", ", ".join(sorted(devices.unique()))])
-    return Table(["", ""], rows)
+    return Table(["", ""], rows)  # no header row in HTML
 
 
 def incumbent_metrics(study: Study) -> Table | None:
