@@ -211,7 +211,7 @@ class FeatureStore:
     """
 
     def __init__(self, feats, elem: Sequence[torch.Tensor], *, device, dtype, derivatives: bool,
-                 energies=None, forces=None, free=None):
+                 energies=None, forces=None, free=None, nfeat: int | None = None):
         self.device = torch.device(device)
         self.dtype = dtype
         self.n = len(feats)
@@ -219,7 +219,7 @@ class FeatureStore:
         self.natoms = torch.tensor(natoms, dtype=torch.long, device=self.device)
         self.atom_start = torch.cumsum(self.natoms, 0) - self.natoms
         cat = lambda ts, **kw: (torch.cat([t.to(self.device, **kw) for t in ts]) if ts else None)  # noqa: E731
-        nfeat = int(feats[0].fp.shape[1]) if feats else 0
+        nfeat = int(feats[0].fp.shape[1]) if feats else int(nfeat or 0)
         self.fp = cat([f.fp for f in feats], dtype=dtype) if feats else torch.zeros(0, nfeat, dtype=dtype, device=self.device)
         self.elem = cat(list(elem)) if feats else torch.zeros(0, dtype=torch.long, device=self.device)
         self.derivatives = bool(derivatives and self.n > 0)

@@ -273,10 +273,10 @@ def _train(cfg, dataset, budget, out_dir, split, init_checkpoint, cache, dev, dt
             [feats[pos[int(i)]] for i in idx], [elem_all[int(i)] for i in idx], device=dev, dtype=dtype,
             derivatives=derivatives, energies=dataset.energies[idx],
             forces=None if dataset.forces is None else [dataset.forces[i] for i in idx],
-            free=[dataset.free[i] for i in idx])
+            free=[dataset.free[i] for i in idx], nfeat=setting.nfeat)
 
     tr, va = store(train_idx), store(val_idx)
-    te = store(test_idx) if eval_test else None
+    te = store(test_idx) if eval_test and len(test_idx) else None
     del feats
 
     # ---------------- potential: scalers, references, sigma ----------------
