@@ -95,7 +95,6 @@ def _study_section(study: Study, slug: str, w: Writer) -> tuple[Section, object]
     top = tables.top_table(study)
     if top is not None:
         add(Block("table", title="Top trials", table=top))
-    fig(figures.configurations, "configurations", "Configurations (parallel coordinates)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -103,8 +102,15 @@ def _study_section(study: Study, slug: str, w: Writer) -> tuple[Section, object]
     except Exception as exc:
         imp, info = None, {}
         add(Block("text", text=f"Importance failed: {type(exc).__name__}: {exc}"))
+    order = None if imp is None or imp.empty else ["cfg." + h for h in imp["hp"]]
+    fig(figures.configurations, "configurations", "Configurations (parallel coordinates)", order)
     if imp is not None and not imp.empty:
         fig(figures.importance, "importance", "Hyperparameter importance", imp, info)
+        r2 = info.get("r2_oob", float("nan"))
+        if not r2 >= 0.3:
+            add(Block("text", text=f"Note: the surrogate explains little of the cost variance (out-of-bag R² = "
+                      f"{r2:.2f}, {info.get('data', '')}); these importances are not reliable yet "
+                      "(too few trials, or noise dominates)."))
         add(Block("table", title="Hyperparameter importance", table=tables.importance_table(imp, info)))
     elif imp is not None:
         add(Block("text", text=f"Hyperparameter importance: too few successful trials ({info.get('data', '')})."))
@@ -187,7 +193,7 @@ line-height:1.4;padding:0 16px}
 h1{font-size:1.6em;border-bottom:2px solid #345;padding-bottom:4px}h2{margin-top:2em;border-bottom:1px solid #aaa}
 h3{margin-bottom:4px;color:#345}table{border-collapse:collapse;margin:6px 0 14px;font-size:0.85em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}th{background:#eef2f6}
-caption{caption-side:top;text-align:left;font-style:italic;color:#555;padding:2px 0}
+p.cap{font-style:italic;color:#555;margin:2px 0;font-size:0.85em;max-width:1000px}
 figure{margin:10px 0 18px}img{max-width:100%;border:1px solid #ddd}figcaption{font-size:0.8em;color:#666}
 p.note{background:#fff8e1;border-left:4px solid #f0b400;padding:4px 8px;font-size:0.9em}
 nav a{margin-right:14px}

@@ -24,6 +24,12 @@ def _style(opt: str) -> dict:
     return dict(STYLE.get(opt, {"color": "tab:green"}))
 
 
+def _wrap(label: str, width: int = 38) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(label, width)) if len(label) > width else label
+
+
 def _positive(values) -> bool:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -53,7 +59,7 @@ def progress(study: Study) -> plt.Figure | None:
     if _positive(ys):
         for ax in axes:
             ax.set_yscale("log")
-    axes[0].set_ylabel(f"incumbent {study.objective_label}", fontsize=9)
+    axes[0].set_ylabel(_wrap(f"incumbent {study.objective_label}"), fontsize=9)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{study.name}: best validation result vs compute "
                  "(incumbent = best trial at the highest budget reached)")
@@ -106,7 +112,7 @@ def budgets(study: Study) -> plt.Figure | None:
     a2.set_xticks(bvals, [f"{b:g}" for b in bvals])
     a2.minorticks_off()
     a2.set_xlabel("budget")
-    a2.set_ylabel(study.objective_label, fontsize=9)
+    a2.set_ylabel(_wrap(study.objective_label), fontsize=9)
     a2.set_title("each configuration across budgets (multi-fidelity trials)")
     a2.legend(fontsize=8)
     a2.grid(alpha=0.3)
@@ -177,10 +183,15 @@ def _encode_axis(s: pd.Series):
     return y, ticks, labels
 
 
-def configurations(study: Study, max_axes: int = 14) -> plt.Figure | None:
-    """Parallel coordinates of the successful configurations, coloured by cost (best drawn on top)."""
+def configurations(study: Study, order: list[str] | None = None, max_axes: int = 10) -> plt.Figure | None:
+    """Parallel coordinates of the successful configurations, coloured by cost (best drawn on top).
+
+    Axes in ``order`` (e.g. by importance) first; at most ``max_axes``.
+    """
     ok = study.ok
-    cols = [c for c in study.hp_columns if ok[c].nunique(dropna=True) > 1][:max_axes]
+    cols = [c for c in (order or []) if c in study.hp_columns]
+    cols += [c for c in study.hp_columns if c not in cols]
+    cols = [c for c in cols if ok[c].nunique(dropna=True) > 1][:max_axes]
     if ok.empty or not cols:
         return None
     ok = ok.sort_values("cost", ascending=False)  # best last = on top
@@ -188,7 +199,7 @@ def configurations(study: Study, max_axes: int = 14) -> plt.Figure | None:
     norm = (matplotlib.colors.LogNorm(cost.min(), cost.max()) if _positive(cost) and cost.max() > cost.min()
             else matplotlib.colors.Normalize(cost.min(), cost.max() + 1e-12))
     cmap = plt.get_cmap("viridis_r")
-    fig, ax = plt.subplots(figsize=(max(9, 1.25 * len(cols) + 3), 5.2), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(min(15, max(9, 1.3 * len(cols) + 3)), 5.5), constrained_layout=True)
     enc = [_encode_axis(ok[c]) for c in cols]
     Y = np.column_stack([e[0] for e in enc])
     xs = np.arange(len(cols))
@@ -199,16 +210,17 @@ def configurations(study: Study, max_axes: int = 14) -> plt.Figure | None:
     for x, (_, ticks, labels) in zip(xs, enc):
         ax.axvline(x, color="k", lw=0.6)
         for t, lab in zip(ticks, labels):
-            ax.text(x + 0.03, t, lab, fontsize=7, va="center")
+            ax.text(x + 0.03, t, lab, fontsize=8, va="center")
     ax.axhline(-0.12, color="0.8", lw=0.5, ls=":")
     ax.text(-0.45, -0.12, "inactive", fontsize=7, va="bottom", ha="left", color="0.4")
     ax.set_xticks(xs, [c[len(CFG_PREFIX):] for c in cols], rotation=30, ha="right", fontsize=8)
     ax.set_yticks([])
     ax.set_xlim(-0.5, len(cols) - 0.3)
     sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=ax, label=study.objective_label, shrink=0.85)
-    ax.set_title(f"{study.name}: configurations (parallel coordinates; thick = highest budget "
-                 f"{bmax:g}, lower is better)")
+    fig.colorbar(sm, ax=ax, label=_wrap(study.objective_label), shrink=0.85)
+    shown = f"{len(cols)} most important varied hyperparameters" if order else f"{len(cols)} hyperparameters"
+    ax.set_title(f"{study.name}: configurations ({shown}; thick = highest budget {bmax:g}; "
+                 "colour = cost, lower is better)")
     return fig
 
 
@@ -251,7 +263,7 @@ def cross_progress(studies: list[Study]) -> plt.Figure | None:
         ax.set_yscale("log")
     ax.set_xscale("log")
     ax.set_xlabel("compute [epoch-equivalents = epochs × subset fraction]")
-    ax.set_ylabel(labels.pop() if len(labels) == 1 else "incumbent cost (objectives differ between studies)",
+    ax.set_ylabel(_wrap(labels.pop() if len(labels) == 1 else "incumbent cost (objectives differ between studies)"),
                   fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -46,8 +46,12 @@ def _recorded_paths(obj, key: str) -> list[str]:
     out = []
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if k == "data" and isinstance(v, dict) and isinstance(v.get(key), str):
-                out.append(v[key])
+            if k == "data" and isinstance(v, dict):
+                entry = v.get(key)
+                if isinstance(entry, dict):  # {"path": ..., "hash": ...}
+                    entry = entry.get("path")
+                if isinstance(entry, str):
+                    out.append(entry)
             out += _recorded_paths(v, key)
     elif isinstance(obj, list):
         for v in obj:

@@ -21,8 +21,8 @@ class Table:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
         head = f"<thead><tr>{head}</tr></thead>" if any(self.headers) else ""
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in self.rows)
-        cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
-        return f"<table>{cap}{head}<tbody>{body}</tbody></table>"
+        cap = f"<p class='cap'>{html.escape(self.caption)}</p>" if self.caption else ""
+        return f"{cap}<table>{head}<tbody>{body}</tbody></table>"
 
     def markdown(self) -> str:
         esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
