@@ -156,7 +156,6 @@ class _Plan:
 
         # expectation terms of every slot: {(m, j): coef}
         terms = [[mcsh.gaussian_expectation(p) for p in polys] for polys in slot_polys]
-        mu_basis: list = []  # (m, (l, j))
         radial: list = []  # (l, j)
         for per in terms:
             for t in per:
@@ -164,51 +163,53 @@ class _Plan:
                     r = (sum(m), j)
                     if r not in radial:
                         radial.append(r)
-                    if (m, r) not in mu_basis:
-                        mu_basis.append((m, r))
-        der_basis = list(mu_basis)
-        for (m, r) in mu_basis:
-            for x in range(3):
-                if m[x] > 0:
-                    mm = tuple(m[k] - (k == x) for k in range(3))
-                    if (mm, r) not in der_basis:
-                        der_basis.append((mm, r))
+        radial.sort()
         self.radial = radial
         nr = len(radial)
         self.nr = nr
-        maxdeg = max(sum(m) for m, _ in mu_basis)
+        maxdeg = max(l for l, _ in radial)
         self.maxdeg = maxdeg
-        monos = [(a, b, c) for a in range(maxdeg + 1) for b in range(maxdeg + 1 - a) for c in range(maxdeg + 1 - a - b)]
+        # monomials ordered in degree blocks; block l = [x * block(l-1), y * tail_l(block(l-1)), z^l]
+        blocks = [[(0, 0, 0)]]
+        for l in range(1, maxdeg + 1):
+            prev = blocks[-1]
+            blocks.append([(a + 1, b, c) for a, b, c in prev] + [(a, b + 1, c) for a, b, c in prev[-l:]] + [(0, 0, l)])
+        self.deg_off = np.cumsum([0] + [len(b) for b in blocks]).tolist()
+        monos = [m for b in blocks for m in b]
         self.monos = monos
-        mono_index = {m: k for k, m in enumerate(monos)}
+        # basis = products (monomial block of degree g) x (radial r); mu basis: g = l(r);
+        # derivative basis adds g = l(r) - 1
+        mu_blocks = [(ri, l) for ri, (l, j) in enumerate(radial)]
+        der_blocks = mu_blocks + [(ri, l - 1) for ri, (l, j) in enumerate(radial) if l >= 1]
+        def layout(blks):
+            pos, off, out = {}, 0, []
+            for ri, g in blks:
+                n = self.deg_off[g + 1] - self.deg_off[g]
+                out.append((ri, g, off, off + n))
+                for k, m in enumerate(blocks[g]):
+                    pos[(m, ri)] = off + k
+                off += n
+            return pos, off, out
+        pos_mu, nbm, self.mu_blocks = layout(mu_blocks)
+        pos_der, nbd, self.der_blocks = layout(der_blocks)
 
-        # A_mu[s, b, slot] and M1[s, b, (mu|Bx|By|Bz) x slot] over der_basis
-        nbm, nbd = len(mu_basis), len(der_basis)
+        # A[s, b, slot] (mu basis) and M1[s, b, 3, slot] (d/dd_x of the monomial part, derivative basis)
         A = np.zeros((ns, nbm, nslot))
-        M1 = np.zeros((ns, nbd, 4 * nslot))
-        bidx_mu = {b: k for k, b in enumerate(mu_basis)}
-        bidx_der = {b: k for k, b in enumerate(der_basis)}
+        M1 = np.zeros((ns, nbd, 3, nslot))
         for si in range(ns):
             for slot, t in enumerate(terms[si]):
                 for (m, j), coef in t.items():
-                    r = (sum(m), j)
-                    A[si, bidx_mu[(m, r)], slot] += coef
-                    M1[si, bidx_der[(m, r)], slot] += coef
+                    ri = radial.index((sum(m), j))
+                    A[si, pos_mu[(m, ri)], slot] += coef
                     for x in range(3):
                         if m[x] > 0:
                             mm = tuple(m[k] - (k == x) for k in range(3))
-                            M1[si, bidx_der[(mm, r)], (1 + x) * nslot + slot] += coef * m[x]
-        self.shared_A = all(np.array_equal(A[0], A[k]) for k in range(ns)) and all(
-            np.array_equal(M1[0], M1[k]) for k in range(ns))
+                            M1[si, pos_der[(mm, ri)], x, slot] += coef * m[x]
+        self.shared_A = all(np.array_equal(A[0], A[k]) for k in range(ns))
         t = dict(device=device, dtype=dtype)
+        li = dict(device=device, dtype=torch.long)
         self.A = torch.tensor(A, **t)
         self.M1 = torch.tensor(M1, **t)
-        li = dict(device=device, dtype=torch.long)
-        self.mu_m = torch.tensor([mono_index[m] for m, _ in mu_basis], **li)
-        self.mu_r = torch.tensor([radial.index(r) for _, r in mu_basis], **li)
-        self.der_m = torch.tensor([mono_index[m] for m, _ in der_basis], **li)
-        self.der_r = torch.tensor([radial.index(r) for _, r in der_basis], **li)
-        self.mono_exp = torch.tensor(monos, **li).reshape(-1, 3)
         self.nbm, self.nbd = nbm, nbd
 
         # radial tables per element: eta (K*ns,), W (K*ns, 2*ns*nr) = [R | dR/d(d^2)]
@@ -261,16 +262,29 @@ class _Plan:
         self.cosine = s.cutoff_function == "cosine"
         self.cutoff = s.cutoff
         self.ns = ns
+        # columns per sigma (for the per-centre chain-rule matrices of the derivative path)
+        col_si = [sigmas.index(sg) for _, _, sg in s.columns]
+        col_j, count = [], [0] * ns
+        for si in col_si:
+            col_j.append(count[si])
+            count[si] += 1
+        ncs = max(count)
+        self.ncs = ncs
+        Scc = np.zeros((ncc, ns * nslot * ncs))
+        for k in range(ncc):
+            col = cc_col[k]
+            Scc[k, cc_fi[k] * ncs + col_j[col]] = 1.0
+        self.Scc = torch.tensor(Scc, **t)
+        flat = [j * ns + si for si, j in zip(col_si, col_j)]  # dF layout (.., j, s, x)
+        self.col_flat = torch.tensor(flat, **li)
+        self.col_identity = flat == list(range(ns * ncs))
 
-    # bytes per pair of the big temporaries (for chunking)
-    def bytes_per_pair(self, derivatives: bool) -> int:
+    def widest(self, derivatives: bool) -> int:
+        """Doubles per (padded) pair of the largest temporary (for chunking)."""
         ns = self.ns
         if derivatives:
-            n = ns * (2 * self.nr + self.nbd + self.nbm + 4 * self.nslot + 4 * self.nslot) + len(self.monos) \
-                + 3 * self.ncc * 2 + 3 * self.ncol * 2 + 16
-        else:
-            n = ns * (self.nr + self.nbm) + len(self.monos) + 16
-        return 8 * n
+            return max(ns * self.nbd, 3 * ns * self.ncs, 2 * ns * self.nr, len(self.monos))
+        return max(ns * self.nbm, ns * self.nr, len(self.monos))
 
 
 _PLANS: dict = {}
@@ -287,7 +301,7 @@ def _plan(setting: GMPSetting, device: torch.device, dtype: torch.dtype) -> _Pla
 
 
 # --------------------------------------------------------------------------------------------
-# kernel on one chunk of pairs
+# kernels on one chunk of pairs
 # --------------------------------------------------------------------------------------------
 
 
@@ -304,23 +318,13 @@ def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape, device, dt
             torch.from_numpy(m.data), size=shape, dtype=dtype, check_invariants=False).to(device)
 
 
-def _compute(plan: _Plan, d: torch.Tensor, elem_counts: list[int], agg: torch.Tensor, ci: torch.Tensor,
-             ncenter: int, pair_agg: Optional[torch.Tensor]):
-    """Features of the centres of one chunk. ``d`` (np, 3) sorted by neighbour element.
-
-    ``agg``: CSR (ncenter, np) of ones; ``ci`` (np,) centre of each pair; ``pair_agg``: CSR
-    (nupair, np) with +1 at the pair's (i, j) and -1 at (i, i), or None without derivatives.
-    Returns ``fp`` (ncenter, ncol) and ``dfp`` (nupair, ncol, 3) or None.
-    """
-    deriv = pair_agg is not None
-    ns, nr, nslot = plan.ns, plan.nr, plan.nslot
+def _radial(plan: _Plan, d: torch.Tensor, elem_counts: list[int], deriv: bool) -> torch.Tensor:
+    """Radial functions of pairs sorted by neighbour element: (np, ns*nr) [| (np, ns*nr) R']."""
+    ns, nr = plan.ns, plan.nr
     npair = d.shape[0]
-    dt, dev = plan.dtype, plan.device
     dsq = (d * d).sum(1)
-
-    # radial functions R (np, ns, nr) and R' = dR/d(|d|^2)
     width = ns * nr * (2 if deriv else 1)
-    RR = torch.empty((npair, width), dtype=dt, device=dev)
+    RR = torch.empty((npair, width), dtype=plan.dtype, device=plan.device)
     off = 0
     for e, cnt in enumerate(elem_counts):
         if cnt == 0:
@@ -330,62 +334,103 @@ def _compute(plan: _Plan, d: torch.Tensor, elem_counts: list[int], agg: torch.Te
         W = plan.W[e] if deriv else plan.W[e][:, : ns * nr]
         torch.mm(E, W, out=RR[sl])
         off += cnt
-    R = RR[:, : ns * nr].view(npair, ns, nr)
     if plan.cosine:
         rc = plan.cutoff
         r = dsq.sqrt()
-        fc = 0.5 * (torch.cos(math.pi * r / rc) + 1.0)
+        x = (math.pi / rc) * r
+        fc = 0.5 * (torch.cos(x) + 1.0)
+        R = RR[:, : ns * nr]
         if deriv:
-            # d fc / d(r^2) = fc'(r) / (2r); limit at r = 0 is -(pi/rc)^2 / 4
-            x = math.pi * r / rc
-            safe = torch.where(r > 0, torch.sin(x) / torch.where(r > 0, r, torch.ones_like(r)),
+            # d fc / d(r^2) = fc'(r) / (2 r) = -(pi / (4 rc)) sin(x) / r ; limit at r = 0: -(pi/rc)^2 / 4
+            pos = r > 0
+            sinc = torch.where(pos, torch.sin(x) / torch.where(pos, r, torch.ones_like(r)),
                                torch.full_like(r, math.pi / rc))
-            dfc = -0.25 * (math.pi / rc) * safe
-            Rp = RR[:, ns * nr:].view(npair, ns, nr)
-            Rp.mul_(fc[:, None, None]).add_(R * dfc[:, None, None])
-        R.mul_(fc[:, None, None])
+            dfc = (-0.25 * math.pi / rc) * sinc
+            RR[:, ns * nr:].mul_(fc[:, None]).add_(R * dfc[:, None])
+        R.mul_(fc[:, None])
+    return RR
 
-    # monomials d^m (np, nmono)
-    maxdeg = plan.maxdeg
-    pw = torch.ones((npair, 3, maxdeg + 1), dtype=dt, device=dev)
-    for k in range(1, maxdeg + 1):
-        torch.mul(pw[:, :, k - 1], d, out=pw[:, :, k])
-    me = plan.mono_exp
-    Dm = pw[:, 0, :][:, me[:, 0]] * pw[:, 1, :][:, me[:, 1]] * pw[:, 2, :][:, me[:, 2]]
 
+def _monomials(plan: _Plan, dT: torch.Tensor) -> torch.Tensor:
+    """d^m for all monomials up to maxdeg, feature-major: dT (3, N) -> (nmono, N), degree-block order."""
+    off = plan.deg_off
+    Dm = torch.empty((off[-1], dT.shape[1]), dtype=plan.dtype, device=plan.device)
+    Dm[0] = 1.0
+    for l in range(1, plan.maxdeg + 1):
+        p0, p1 = off[l - 1], off[l]
+        o = off[l]
+        n_prev = p1 - p0
+        torch.mul(Dm[p0:p1], dT[0:1], out=Dm[o:o + n_prev])
+        torch.mul(Dm[p1 - l:p1], dT[1:2], out=Dm[o + n_prev:o + n_prev + l])
+        torch.mul(Dm[p1 - 1:p1], dT[2:3], out=Dm[o + n_prev + l:o + n_prev + l + 1])
+    return Dm
+
+
+def _basis(plan: _Plan, Dm3: torch.Tensor, R4: torch.Tensor, blocks, nb: int) -> torch.Tensor:
+    """Products d^m R_r of the basis ``blocks``: (ns, nc, nb, nn).
+
+    ``Dm3`` (nc, nmono, nn) and ``R4`` (ns, nr, nc, nn) are views; the pair index is innermost.
+    """
+    ns, _, nc, nn = R4.shape
+    P = torch.empty((ns, nc, nb, nn), dtype=plan.dtype, device=plan.device)
+    off = plan.deg_off
+    for ri, g, b0, b1 in blocks:
+        torch.mul(Dm3[None, :, off[g]:off[g + 1], :], R4[:, ri, :, None, :], out=P[:, :, b0:b1, :])
+    return P
+
+
+def _component_sums(plan: _Plan, P: torch.Tensor) -> torch.Tensor:
+    """mu (nc, ns*nslot) from the mu-basis products P (ns, nc, >=nbm, nn)."""
+    ns, nc = P.shape[0], P.shape[1]
+    Pc = P[:, :, : plan.nbm, :].sum(-1)  # (ns, nc, nbm)
+    mu = torch.bmm(Pc, plan.A)  # (ns, nc, nslot)
+    return mu.transpose(0, 1).reshape(nc, ns * plan.nslot)
+
+
+def _compute(plan: _Plan, d_sorted: torch.Tensor, elem_counts: list[int], prow: torch.Tensor,
+             d_pad: torch.Tensor, ncenter: int, nn: int, pair_agg: Optional[torch.Tensor]):
+    """Features (and derivatives) of the centres of one chunk.
+
+    Pairs are padded per centre: row ``c * nn + k`` of ``d_pad`` (N, 3) (zeros where unused);
+    ``d_sorted`` holds the real pairs sorted by neighbour element and ``prow`` their padded rows.
+    ``pair_agg``: CSR (nupair, N) with +1 at the pair's (i, j) and -1 at (i, i), or None.
+    Returns fp (ncenter, ncol) and dfp (nupair, ncol, 3) or None.
+    """
+    deriv = pair_agg is not None
+    ns, nr, ncs = plan.ns, plan.nr, plan.ncs
+    N = d_pad.shape[0]
+    RR = _radial(plan, d_sorted, elem_counts, deriv)
+    Rpad = torch.zeros((N, RR.shape[1]), dtype=plan.dtype, device=plan.device)
+    Rpad.index_copy_(0, prow, RR)
+    del RR
+    RT = Rpad.t().contiguous()  # (W, N): pair index innermost from here on
+    del Rpad
+    dT = d_pad.t().contiguous()
+    Dm3 = _monomials(plan, dT).view(-1, ncenter, nn).transpose(0, 1)
+    R4 = RT[: ns * nr].view(ns, nr, ncenter, nn)
     if not deriv:
-        P = Dm[:, plan.mu_m].unsqueeze(1) * R[:, :, plan.mu_r]  # (np, ns, nbm)
-        Pc = torch.sparse.mm(agg, P.reshape(npair, -1)).view(ncenter, ns, plan.nbm)
-        if plan.shared_A:
-            mu = (Pc.reshape(ncenter * ns, -1) @ plan.A[0]).view(ncenter, ns * nslot)
-        else:
-            mu = torch.bmm(Pc.transpose(0, 1), plan.A).transpose(0, 1).reshape(ncenter, ns * nslot)
-        fp, _ = _features(plan, mu, need_grad=False)
+        P = _basis(plan, Dm3, R4, plan.mu_blocks, plan.nbm)
+        fp, _ = _features(plan, _component_sums(plan, P), need_grad=False)
         return fp, None
-
-    Rp = RR[:, ns * nr:].view(npair, ns, nr)
-    Pf = Dm[:, plan.der_m].unsqueeze(1) * R[:, :, plan.der_r]  # (np, ns, nbd)
-    Q = Dm[:, plan.mu_m].unsqueeze(1) * Rp[:, :, plan.mu_r]  # (np, ns, nbm)
-    if plan.shared_A:
-        Y1 = (Pf.view(npair * ns, -1) @ plan.M1[0]).view(npair, ns, 4, nslot)
-        Y2 = (Q.view(npair * ns, -1) @ plan.A[0]).view(npair, ns, nslot)
-    else:
-        Y1 = torch.bmm(Pf.transpose(0, 1), plan.M1).transpose(0, 1).reshape(npair, ns, 4, nslot)
-        Y2 = torch.bmm(Q.transpose(0, 1), plan.A).transpose(0, 1).reshape(npair, ns, nslot)
+    Pf = _basis(plan, Dm3, R4, plan.der_blocks, plan.nbd)
+    Q = _basis(plan, Dm3, RT[ns * nr:].view(ns, nr, ncenter, nn), plan.mu_blocks, plan.nbm)
+    del RT, Dm3, R4
+    mu = _component_sums(plan, Pf)
+    fp, G = _features(plan, mu, need_grad=True)  # G (nc, ncc) = dF_col / dmu_cc
+    # per-centre chain-rule matrices: Gp[c, s, slot, j] = dF_(s,j) / dmu_(s,slot)
+    Gp = (G @ plan.Scc).view(ncenter, ns, plan.nslot, ncs)
+    VP = torch.einsum("sbxk,cskj->scxjb", plan.M1, Gp).reshape(ns * ncenter, 3 * ncs, plan.nbd)
+    VQ = torch.einsum("sbk,cskj->scjb", plan.A, Gp).reshape(ns * ncenter, ncs, plan.nbm)
+    YP = torch.bmm(VP, Pf.view(ns * ncenter, plan.nbd, nn)).view(ns, ncenter, 3, ncs, nn)
+    YQ = torch.bmm(VQ, Q.view(ns * ncenter, plan.nbm, nn)).view(ns, ncenter, 1, ncs, nn)
     del Pf, Q
-    mu_pair = Y1[:, :, 0, :].reshape(npair, ns * nslot)
-    mu = torch.sparse.mm(agg, mu_pair)  # (nc, ns*nslot)
-    fp, G = _features(plan, mu, need_grad=True)  # G (nc, ncc) = dF_col/dmu_cc
-    # d mu / d d_x per pair: (np, 3, ns*nslot)
-    dmu = Y1[:, :, 1:, :].permute(0, 2, 1, 3) + (2.0 * d)[:, :, None, None] * Y2[:, None, :, :]
-    dmu = dmu.reshape(npair, 3, ns * nslot)
-    del Y1, Y2
-    if not plan.cc_identity:
-        dmu = dmu[:, :, plan.cc_fi]
-    dmu = dmu * G[ci].unsqueeze(1)  # (np, 3, ncc)
-    dF = (dmu.view(npair * 3, -1) @ plan.S).view(npair, 3 * plan.ncol)
-    del dmu
-    out = torch.sparse.mm(pair_agg, dF).view(-1, 3, plan.ncol).transpose(1, 2).contiguous()
+    dd = (2.0 * dT).view(3, ncenter, nn).transpose(0, 1)[None, :, :, None, :]
+    dF = torch.addcmul(YP, dd, YQ)  # (ns, nc, 3, ncs, nn)
+    del YP, YQ
+    dF = dF.permute(1, 4, 3, 0, 2).reshape(N, ncs * ns, 3)  # (c, n, j, s, x)
+    if not plan.col_identity:
+        dF = dF.index_select(1, plan.col_flat)
+    out = torch.sparse.mm(pair_agg, dF.reshape(N, -1)).view(-1, plan.ncol, 3)
     return fp, out
 
 
@@ -452,11 +497,14 @@ def featurize(atoms: Atoms, setting: GMPSetting, derivatives: bool = False, dtyp
     return featurize_many([atoms], setting, derivatives=derivatives, dtype=dtype, device=device)[0]
 
 
-def _chunk_mb() -> float:
+def _chunk_mb(device: torch.device) -> float:
+    """Size of the largest temporary per chunk. Small on CPU (stays in cache: the kernels are
+    memory-bound), large on GPUs. Override with MFHPO_GMP_CHUNK_MB."""
+    default = 256.0 if device.type == "cuda" else 3.0
     try:
-        return float(os.environ.get("MFHPO_GMP_CHUNK_MB", "192"))
+        return float(os.environ.get("MFHPO_GMP_CHUNK_MB", default))
     except ValueError:
-        return 192.0
+        return default
 
 
 def featurize_many(images: Sequence[Atoms], setting: GMPSetting, derivatives: bool = False,
@@ -485,7 +533,7 @@ def featurize_many(images: Sequence[Atoms], setting: GMPSetting, derivatives: bo
                 results[k] = f.to(device=dev)
     if todo:
         plan = _plan(setting, dev, dtype)
-        budget = max(1, int(_chunk_mb() * 2 ** 20 / plan.bytes_per_pair(derivatives)))
+        budget = max(1, int(_chunk_mb(dev) * 2 ** 20 / (8 * plan.widest(derivatives))))
         bar = _Progress(len(todo), progress)
         try:
             for idx, feats in _run(plan, images, todo, derivatives, budget, source):
@@ -580,10 +628,7 @@ def _run_chunk(plan: _Plan, pieces, derivatives: bool):
         cis.append(nb.i[p0:p1] - c0 + coff)
         els.append(elem[nb.j[p0:p1]])
         if derivatives:
-            if p1 > p0:
-                u0, u1 = int(nb.upair[p0]), int(nb.upair[p1 - 1]) + 1
-            else:
-                u0 = u1 = 0
+            u0, u1 = int(nb.upair[p0]), int(nb.upair[p1 - 1]) + 1
             ups.append(nb.upair[p0:p1] - u0 + uoff)
             up_self.append(nb.self_upair[c0:c1] - u0 + uoff)
             meta.append((coff, c1 - c0, uoff, u1 - u0))
@@ -596,21 +641,23 @@ def _run_chunk(plan: _Plan, pieces, derivatives: bool):
     el = np.concatenate(els)
     order = np.argsort(el, kind="stable")
     counts = np.bincount(el, minlength=len(plan.elements)).tolist()
-    d, ci = d[order], ci[order]
     npair = len(ci)
     dev, dt = plan.device, plan.dtype
-    ones = np.ones(npair)
-    cols = np.arange(npair)
-    agg = _csr(ci, cols, ones, (coff, npair), dev, dt)
+    d_sorted = torch.from_numpy(d[order]).to(device=dev, dtype=dt)
+    # pairs are sorted by centre: padded row = c * nn + rank within the centre
+    starts = np.searchsorted(ci, np.arange(coff + 1))
+    nn = int(np.diff(starts).max())
+    prow = ci * nn + (np.arange(npair) - starts[ci])
+    d_pad = np.zeros((coff * nn, 3))
+    d_pad[prow] = d
     pair_agg = None
     if derivatives:
-        up = np.concatenate(ups)[order]
+        up = np.concatenate(ups)
         us = np.concatenate(up_self)
-        rows = np.concatenate([up, us[ci]])
-        pair_agg = _csr(rows, np.concatenate([cols, cols]), np.concatenate([ones, -ones]), (uoff, npair), dev, dt)
-    dten = torch.from_numpy(d).to(device=dev, dtype=dt)
-    citen = torch.from_numpy(ci).to(dev)
-    fp, dfp = _compute(plan, dten, counts, agg, citen, coff, pair_agg)
+        pair_agg = _csr(np.concatenate([up, us[ci]]), np.concatenate([prow, prow]),
+                        np.concatenate([np.ones(npair), -np.ones(npair)]), (uoff, coff * nn), dev, dt)
+    fp, dfp = _compute(plan, d_sorted, counts, torch.from_numpy(prow[order]).to(dev),
+                       torch.from_numpy(d_pad).to(device=dev, dtype=dt), coff, nn, pair_agg)
     out = []
     single = len(meta) == 1
     for (c_off, nc, u_off, nu) in meta:
