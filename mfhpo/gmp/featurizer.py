@@ -532,11 +532,14 @@ def featurize_many(images: Sequence[Atoms], setting: GMPSetting, derivatives: bo
             else:
                 results[k] = f.to(device=dev)
     if todo:
-        plan = _plan(setting, dev, dtype)
+        # always computed in float64 (density fits mix large terms of opposite sign), then cast
+        plan = _plan(setting, dev, torch.float64)
         budget = max(1, int(_chunk_mb(dev) * 2 ** 20 / (8 * plan.widest(derivatives))))
         bar = _Progress(len(todo), progress)
         try:
             for idx, feats in _run(plan, images, todo, derivatives, budget, source):
+                if dtype != torch.float64:
+                    feats = feats.to(dtype=dtype)
                 results[idx] = feats
                 if cache is not None:
                     cache.put(setting, images[idx], dtype, derivatives, feats)

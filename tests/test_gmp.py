@@ -1,0 +1,250 @@
+"""Native GMP featurizer on generated data: invariances, derivatives, periodic images, dtype, cache,
+setting parsing and CLI errors (no external files needed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, fcc111, molecule
+
+from mfhpo.config import DescriptorConfig
+from mfhpo.errors import MfhpoError
+from mfhpo.gmp import FeatureCache, GMPSetting, dense_dfp, featurize, featurize_many
+
+
+def _setting(scheme="gmp", orders=None, **kw):
+    if orders is None:
+        orders = {0: {"groups": [1]}, 1: {"groups": [1]}, 2: {"groups": "all"}, 3: {"groups": "all"}} \
+            if scheme == "gmp" else {0: {}, 1: {}, 2: {}, 3: {}}
+    desc = DescriptorConfig(scheme=scheme, orders=orders, sigmas=kw.pop("sigmas", [0.3, 0.8, 1.5]),
+                            cutoff=kw.pop("cutoff", 5.0), **kw)
+    return GMPSetting.from_descriptor(desc, ["Cu", "O", "H", "C", "Pt"])
+
+
+def _slab():
+    s = fcc111("Cu", size=(2, 2, 2), vacuum=5.0)
+    s += Atoms("OH", positions=s.positions[-1] + np.array([[0.3, 0.2, 1.9], [0.5, 0.1, 2.85]]))
+    s.rattle(0.05, seed=1)
+    return s
+
+
+def _molecule():
+    m = molecule("CH3CH2OH")
+    m.rattle(0.02, seed=2)
+    return m
+
+
+def _relmax(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return (np.abs(a - b) / np.maximum(np.abs(b).max(0), 1e-12)).max()
+
+
+def test_translation_and_permutation():
+    s = _setting()
+    at = _slab()
+    f = featurize(at, s, derivatives=True)
+    moved = at.copy()
+    moved.positions += np.array([1.3, -7.1, 0.4])  # outside the cell: wrapping must not matter
+    assert _relmax(featurize(moved, s).fp, f.fp) < 1e-10
+    perm = np.random.default_rng(0).permutation(len(at))
+    fp2 = featurize(at[perm], s, derivatives=True)
+    assert _relmax(fp2.fp, f.fp[perm]) < 1e-10
+    d1 = dense_dfp(f).numpy()[perm][:, :, perm]
+    assert np.abs(dense_dfp(fp2).numpy() - d1).max() < 1e-9 * np.abs(d1).max()
+
+
+def test_rotation_invariance():
+    m = _molecule()
+    R = np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))[0]
+    r = m.copy()
+    r.positions = m.positions @ R.T
+    on = _setting("gmpordernorm")
+    assert _relmax(featurize(r, on).fp, featurize(m, on).fp) < 1e-10
+    g = _setting()
+    low = np.array([o <= 1 for o, _, _ in g.columns])
+    a, b = featurize(r, g).fp.numpy(), featurize(m, g).fp.numpy()
+    assert _relmax(a[:, low], b[:, low]) < 1e-10
+    assert _relmax(a[:, ~low], b[:, ~low]) > 1e-3  # order >= 2 per-group features are not invariant
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(square=True), dict(cutoff_function="cosine"),
+                                dict(scheme="gmpordernorm"), dict(scheme="gmpordernorm", square=False,
+                                                                  cutoff_function="cosine"),
+                                dict(rs_setup={"setup": "scale", "scale_factor": 1.5})])
+def test_finite_differences(kw):
+    s = _setting(**kw)
+    at = bulk("Cu", "fcc", a=3.6) * (1, 1, 2)  # cell smaller than the cutoff: many images
+    at += Atoms("O", positions=[[0.9, 1.1, 0.7]])
+    at.rattle(0.05, seed=4)
+    f = featurize(at, s, derivatives=True)
+    dd = dense_dfp(f).numpy()
+    h = 1e-5
+    scale = np.maximum(np.abs(dd).max(axis=(0, 2, 3)), 1e-12)
+    for j in range(len(at)):
+        for a in range(3):
+            p, m = at.copy(), at.copy()
+            p.positions[j, a] += h
+            m.positions[j, a] -= h
+            fd = (featurize(p, s).fp - featurize(m, s).fp).numpy() / (2 * h)
+            assert (np.abs(fd - dd[:, :, j, a]) / scale).max() < 1e-5, (j, a)
+
+
+def test_cosine_cutoff_is_continuous():
+    s = _setting(cutoff_function="cosine", cutoff=4.0)
+    vals = []
+    for x in (3.999, 4.001):
+        at = Atoms("CuO", positions=[[0, 0, 0], [x, 0, 0]])
+        vals.append(featurize(at, s).fp.numpy())
+    assert np.abs(vals[0] - vals[1]).max() < 1e-5 * np.abs(vals[0]).max()
+
+
+def test_supercell_and_sparse_layout():
+    s = _setting()
+    at = _slab()
+    f = featurize(at, s, derivatives=True)
+    sup = featurize(at.repeat((2, 1, 1)), s).fp.numpy()
+    n = len(at)
+    assert _relmax(sup[:n], f.fp) < 1e-10 and _relmax(sup[n:], f.fp) < 1e-10
+    keys = f.pair_i.numpy() * n + f.pair_j.numpy()
+    assert len(np.unique(keys)) == len(keys)
+    assert set(range(n)) <= set(f.pair_i[f.pair_i == f.pair_j].tolist())
+    # translation of everything leaves fp unchanged: sum over j of dfp[i, :, j] = 0
+    assert np.abs(dense_dfp(f).numpy().sum(axis=2)).max() < 1e-9 * np.abs(f.dfp.numpy()).max()
+
+
+def test_face_atoms_and_molecule_in_any_box():
+    s = _setting()
+    at = _slab()
+    sp = at.get_scaled_positions()
+    sp[0, 0] = 1 - 1e-9  # within 1e-7 of a face (AMPTorch bug 1)
+    at.set_scaled_positions(sp)
+    shifted = at.copy()
+    shifted.positions += 0.0123
+    assert _relmax(featurize(at, s).fp, featurize(shifted, s).fp) < 1e-10
+    m = _molecule()
+    boxed = m.copy()
+    boxed.cell = [3.0, 3.0, 3.0]  # smaller than the molecule, pbc False: no images
+    assert _relmax(featurize(boxed, s).fp, featurize(m, s).fp) < 1e-12
+
+
+def test_batching_and_float32():
+    s = _setting()
+    images = [_slab(), _molecule(), bulk("Pt", "fcc", a=3.9)]
+    one = [featurize(a, s, derivatives=True) for a in images]
+    many = featurize_many(images, s, derivatives=True)
+    for a, b in zip(one, many):
+        assert torch.equal(a.pair_i, b.pair_i)
+        assert _relmax(b.fp, a.fp) < 1e-12
+        assert np.abs((b.dfp - a.dfp).numpy()).max() <= 1e-12 * np.abs(a.dfp.numpy()).max()
+    f32 = featurize_many(images, s, derivatives=True, dtype=torch.float32)
+    for a, b in zip(one, f32):
+        assert b.fp.dtype == torch.float32 and b.dfp.dtype == torch.float32
+        assert _relmax(b.fp.double(), a.fp) < 1e-6
+        assert torch.equal(b.dfp, a.dfp.float())
+
+
+def test_cache(tmp_path):
+    s = _setting()
+    images = [_slab(), _molecule()]
+    cache = FeatureCache(tmp_path / "c")
+    first = featurize_many(images, s, derivatives=True, cache=cache)
+    assert cache.misses == 2 and cache.writes == 2
+    again = featurize_many(images, s, derivatives=True, cache=cache)
+    assert cache.hits == 2
+    for a, b in zip(first, again):
+        assert torch.equal(a.fp, b.fp) and torch.equal(a.dfp, b.dfp)
+    # a derivative entry also serves fp-only requests; another setting misses
+    featurize_many(images, s, cache=cache)
+    assert cache.hits == 4
+    featurize_many(images[:1], _setting(cutoff=4.0), cache=cache)
+    assert cache.misses == 3
+    # a truncated file is ignored (recomputed), no temp files left behind
+    p = cache.path(s, images[0], torch.float64, True)
+    p.write_bytes(p.read_bytes()[:100])
+    assert featurize_many(images[:1], s, derivatives=True, cache=cache)[0].fp.shape[0] == len(images[0])
+    assert not list((tmp_path / "c").rglob(".tmp-*"))
+
+
+def test_setting_keys_and_densities(tmp_path):
+    a, b = _setting(), _setting()
+    assert a.key() == b.key() and hash(a) == hash(b)
+    assert a.key() != _setting(square=True).key()
+    assert GMPSetting.from_dict(json.loads(json.dumps(a.to_dict()))).key() == a.key()
+    assert a.nfeat == 3 * (1 + 1 + 2 + 3)
+    (tmp_path / "Cu_x.g").write_text("1.0 2.0\n0.5 0.7 extra\n")
+    (tmp_path / "O.g").write_text("3.0 1.0\n")
+    desc = DescriptorConfig(densities=str(tmp_path))
+    s = GMPSetting.from_descriptor(desc, ["Cu", "O"])
+    assert s.densities["Cu"] == ((1.0, 0.5), (2.0, 0.7))
+    assert s.key() != GMPSetting.from_descriptor(DescriptorConfig(), ["Cu", "O"]).key()
+    with pytest.raises(MfhpoError, match="H"):
+        GMPSetting.from_descriptor(desc, ["Cu", "O", "H"])
+    with pytest.raises(MfhpoError, match="Au"):
+        featurize(Atoms("Au"), s)
+    from mfhpo.gmp.densities import default_density, electrons
+
+    for el, nv in (("H", 1), ("O", 6), ("Cu", 11), ("Pt", 10), ("Bi", 5)):
+        assert abs(electrons(default_density(el)) - nv) < 1e-12
+
+
+def _cli(argv, capsys):
+    from mfhpo.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    return exc.value.code, err
+
+
+def _write_setting(path, **fp_extra):
+    fp = {"MCSHs": {"0": {"groups": [1], "sigmas": [0.5, 1.0]}, "1": {"groups": [1], "sigmas": [0.5]}},
+          "cutoff": 4.0}
+    fp.update(fp_extra)
+    path.write_text(json.dumps({"fp_scheme": "gmpordernorm" if "orders" in str(fp) else "gmp",
+                                "fp_params": fp, "elements": ["C", "H", "O"]}))
+    return path
+
+
+def test_cli_errors(tmp_path, capsys):
+    import ase.io
+
+    (tmp_path / "C.g").write_text("4.0 1.0\n")
+    gs = {"C": "C.g", "H": "C.g", "O": "C.g"}
+    good = _write_setting(tmp_path / "s.json", atom_gaussians=gs)
+    mol = tmp_path / "m.xyz"
+    ase.io.write(str(mol), _molecule())
+    out = tmp_path / "o.npz"
+    code, _ = _cli(["featurize", str(mol), "--setting", str(good), "--out", str(out), "--derivatives"], capsys)
+    assert code in (0, None)
+    z = np.load(out)
+    assert z["fp_000"].shape == (9, 3) and z["dfp_000"].shape == (9, 3, 9, 3)
+    cases = []
+    cases.append(([str(tmp_path / "missing.xyz")], "missing.xyz: file not found"))
+    (tmp_path / "junk.traj").write_bytes(b"\x00\x01garbage")
+    cases.append(([str(tmp_path / "junk.traj")], "junk.traj: cannot read"))
+    nan = _molecule()
+    nan.positions[2, 1] = np.nan
+    ase.io.write(str(tmp_path / "nan.traj"), [_molecule(), nan])
+    cases.append(([str(tmp_path / "nan.traj")], "frame 1: positions contain NaN"))
+    ase.io.write(str(tmp_path / "au.traj"), Atoms("AuC", positions=[[0, 0, 0], [2, 0, 0]]))
+    cases.append(([str(tmp_path / "au.traj")], "element(s) Au have no density"))
+    for argv, msg in cases:
+        code, err = _cli(["featurize", *argv, "--setting", str(good), "--out", str(out)], capsys)
+        assert code == 2 and msg in err and "\n" not in err, err
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"fp_scheme": "gmp",')
+    bad_order = _write_setting(tmp_path / "o6.json", atom_gaussians=gs,
+                               MCSHs={"6": {"groups": [1], "sigmas": [1.0]}})
+    bad_group = _write_setting(tmp_path / "g.json", atom_gaussians=gs,
+                               MCSHs={"2": {"groups": [3], "sigmas": [1.0]}})
+    no_key = tmp_path / "nokey.json"
+    no_key.write_text(json.dumps({"fp_scheme": "gmp", "fp_params": {"cutoff": 4}, "elements": ["C"]}))
+    no_g = _write_setting(tmp_path / "nog.json")
+    for path, msg in ((bad_json, "invalid JSON"), (bad_order, "MCSHs.6"), (bad_group, "has no group 3"),
+                      (no_key, "fp_params.MCSHs"), (no_g, "atom_gaussians")):
+        code, err = _cli(["featurize", str(mol), "--setting", str(path), "--out", str(out)], capsys)
+        assert code == 2 and path.name in err and msg in err and "\n" not in err, err
