@@ -119,8 +119,9 @@ def build_potential(ck: dict, device: torch.device | str = "cpu"):
     cfg = TrialConfig.model_validate(ck["config"])
     dtype = torch.float64 if cfg.training.dtype == "float64" else torch.float32
     pot = Potential(int(ck["n_feat"]), ck["elements"], ModelConfig.model_validate(ck["config"]["model"]))
+    pot = pot.to(device=device, dtype=dtype)  # before loading: float64 weights must not pass through float32
     pot.load_state_dict(ck["model_state"])
-    return pot.to(device=device, dtype=dtype).eval(), cfg, dtype
+    return pot.eval(), cfg, dtype
 
 
 @dataclass
