@@ -256,8 +256,6 @@ def _set_dask_config() -> None:
     dask.config.set({
         # a dead worker fails its trial (KilledWorker) instead of passing it on to kill others
         "distributed.scheduler.allowed-failures": 0,
-        # job clusters: workers may take minutes to appear; never give up waiting for them
-        "distributed.scheduler.worker-ttl": "5 minutes",
         # a job whose worker vanished (scancel, walltime, node failure) is dropped from the cluster
         # after this long, so that adapt() submits its replacement (dask's default: 15 s)
         "distributed.deploy.lost-worker-timeout": "10s",
@@ -461,7 +459,9 @@ class ClusterHandle:
         except Exception:
             return 0
         self._remember_jobs()
-        return int(sum(w.get("resources", {}).get("trial", 0) for w in info.get("workers", {}).values()))
+        # a paused (memory) or retiring worker takes no new trial
+        return int(sum(int(w.get("resources", {}).get("trial", 0) >= 1) for w in info.get("workers", {}).values()
+                       if w.get("status", "running") == "running"))
 
     def wait_for_slots(self, n: int = 1, timeout: Optional[float] = None) -> int:
         """Block until at least ``n`` slots exist (or ``timeout`` seconds passed); returns n_slots()."""
