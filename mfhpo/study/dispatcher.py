@@ -180,8 +180,8 @@ class Dispatcher:
                     self._thread.poke()
                 if self.tick is not None:
                     self.tick(self)
-                if not self.inflight and self._thread.ready.empty() and not self.may_start(0):
-                    break
+                if not self.inflight and not self.may_start(0):
+                    break  # budget spent; asked-ahead trials stay unsubmitted (re-queued on resume)
                 try:
                     kind, payload = self.wake.get(timeout=self.poll_s)
                 except queue.Empty:

@@ -275,7 +275,7 @@ def to_configspace(spec: SpaceSpec, seed: int = 0, tags: set[str] | None = None,
     nl = spec.params.get("num_layers")
     if "num_layers" in hps and nl is not None:
         for k in range(2, int(nl.high) + 1):
-            if f"nodes_{k}" in hps:
+            if f"nodes_{k}" in hps and k > int(nl.low):
                 conds.append(GreaterThanCondition(hps[f"nodes_{k}"], hps["num_layers"], k - 1))
     if "max_order" in hps:
         mo = spec.params["max_order"]

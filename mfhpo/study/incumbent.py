@@ -1,0 +1,266 @@
+"""``mfhpo incumbent runs/<study> [--out DIR]``: export the best configuration at the highest budget.
+
+Writes into DIR (default ``<rundir>/incumbent``): ``config.yaml`` (a TrialConfig for
+``mfhpo train``), ``checkpoint.pt``, ``metrics.json`` (validation metrics from the study, test
+metrics computed here when the study has a test split/file: reported, never used for selection),
+and ``bundle.zip`` = the reproducibility bundle: study file, config, seeds, budget and warm-start
+chain, data paths and hashes (never the data), split, package versions, metrics, checkpoint, and
+``retrain.sh`` which replays the chain and checks the validation metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from mfhpo.errors import MfhpoError
+from mfhpo.study.rundir import RunDir, atomic_write_json, atomic_write_text, select_incumbent
+
+RTOL = 1e-6
+ATOL = 1e-9
+
+
+def warm_chain(records: dict[int, dict], inc: dict) -> list[dict]:
+    """Trials to replay, first to last: follow warm starts that were actually used."""
+    chain = [inc]
+    cur = inc
+    while (cur.get("warm_start") or {}).get("used") and cur.get("warm_start_from_trial") is not None:
+        cur = records[int(cur["warm_start_from_trial"])]
+        chain.append(cur)
+    chain.reverse()
+    steps = []
+    for k, r in enumerate(chain):
+        steps.append({"trial_id": r["trial_id"], "budget": r["budget"], "epochs": r["epochs"],
+                      "subset_fraction": r["subset_fraction"], "init_from_previous": k > 0,
+                      "epochs_run": r.get("epochs_run"), "stopped_reason": r.get("stopped_reason"),
+                      "val": (r.get("metrics") or {}).get("val")})
+    return steps
+
+
+def _test_metrics(ck: Path, state: dict, cfg_dict: dict, device: str) -> dict:
+    """Test metrics of the exported checkpoint: the separate test file and/or the test split."""
+    from mfhpo.checkpoint import load_potential
+    from mfhpo.config import TrialConfig
+    from mfhpo.data import load_dataset
+    from mfhpo.metrics import dataset_metrics
+    from mfhpo.train import make_split
+
+    prov = state.get("provenance", {}).get("data", {})
+    out = {}
+    pot = None
+
+    def score(ds, label):
+        nonlocal pot
+        if pot is None:
+            pot = load_potential(ck, device=device)
+        pot.potential.element_index(ds.elements, source=label)
+        e, f = pot.predict(ds.images, forces=ds.has_forces, source=label)
+        return dataset_metrics(ds, e, f, pot.reference_energies)
+
+    split = prov.get("split", {})
+    if split.get("n_test", 0) > 0:
+        from mfhpo.study.objective import load_study_dataset
+
+        ds = load_study_dataset(prov["train"]["path"], split.get("group_key"), split.get("max_force"))
+        cfg = TrialConfig.model_validate(cfg_dict)
+        sp = make_split(cfg, ds)
+        out["test_split"] = score(ds.subset(sp.test), f"{prov['train']['path']} (test split)")
+    if prov.get("test"):
+        ts = load_dataset(prov["test"]["path"], max_force=split.get("max_force"))
+        out["test_file"] = score(ts, prov["test"]["path"])
+    return out
+
+
+RETRAIN_SH = """#!/usr/bin/env bash
+# Replays the incumbent's training chain (same config, seeds, budgets, warm starts) and checks that
+# the validation metrics match the study's to float tolerance on the same device.
+#   bash retrain.sh [OUT_DIR] [--data PATH] [--device cpu|cuda]
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+OUT="${1:-retrain_out}"; shift || true
+exec python -m mfhpo.study.incumbent retrain "$HERE" --out "$OUT" "$@"
+"""
+
+
+def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test: bool = True) -> dict:
+    rd = RunDir(Path(rundir))
+    if not rd.exists():
+        raise MfhpoError(f"{rundir}: not a study run directory (no state.json)")
+    state = rd.read_state()
+    records = {r["trial_id"]: r for r in rd.trial_records()}
+    inc = select_incumbent(records.values())
+    if inc is None:
+        raise MfhpoError(f"{rundir}: no successful trial yet")
+    max_budget = max((f["budget"] for f in state.get("fidelity", [])), default=inc["budget"])
+    at_top = math.isclose(float(inc["budget"]), float(max_budget), rel_tol=1e-9)
+    out = Path(out) if out is not None else rd.root / "incumbent"
+    out.mkdir(parents=True, exist_ok=True)
+    tdir = rd.trial_dir(inc["trial_id"])
+    ck = tdir / "checkpoint.pt"
+    if not ck.exists():
+        raise MfhpoError(f"{tdir}: incumbent trial has no checkpoint.pt (objective without training?)")
+    shutil.copy2(ck, out / "checkpoint.pt")
+    cfg_dict = inc["config"]
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
+    chain = warm_chain(records, inc)
+    dev = str(inc.get("device") or "cpu")
+    test = {}
+    if evaluate_test:
+        test = _test_metrics(out / "checkpoint.pt", state, cfg_dict, "cuda" if dev.startswith("cuda") else "cpu")
+    metrics = {"val": (inc.get("metrics") or {}).get("val"), "train": (inc.get("metrics") or {}).get("train")}
+    metrics.update(test)
+    atomic_write_json(out / "metrics.json", metrics)
+    prov = state.get("provenance", {})
+    manifest = {
+        "study": state.get("study"), "study_hash": state.get("study_hash"), "optimizer": state.get("optimizer"),
+        "mode": state.get("mode"), "metric": state.get("metric"), "incumbent_trial": inc["trial_id"],
+        "config_id": inc["config_id"], "stage": inc.get("stage"), "cost": inc["cost"],
+        "budget": inc["budget"], "at_highest_budget": at_top, "max_budget": max_budget,
+        "epochs": inc["epochs"], "subset_fraction": inc["subset_fraction"], "seeds": {
+            "study": state.get("seed"), "trial": cfg_dict.get("seed"), "split": cfg_dict.get("split", {}).get("seed"),
+            "smac": inc.get("smac_seed")},
+        "params": inc.get("params"), "chain": chain, "device": dev,
+        "data": prov.get("data"), "packages": prov.get("packages"),
+        "selection": "lowest validation cost at the highest budget reached; test metrics are reported only",
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    # one-command retrain: script + the equivalent mfhpo train commands
+    atomic_write_text(out / "retrain.sh", RETRAIN_SH)
+    data = (prov.get("data") or {}).get("train", {})
+    lines = ["# equivalent mfhpo train commands (same chain; data filters of the study: see manifest.json)"]
+    prev = None
+    for k, step in enumerate(chain):
+        o = f"retrain_out/step{k}"
+        cmd = (f"mfhpo train config.yaml --data {data.get('path')} --out {o} --epochs {step['epochs']} "
+               f"--subset {step['subset_fraction']}")
+        if prev:
+            cmd += f" --init-checkpoint {prev}/checkpoint.pt"
+        lines.append(cmd)
+        prev = o
+    atomic_write_text(out / "commands.txt", "\n".join(lines) + "\n")
+    readme = (f"Incumbent of study {state.get('study')}: trial {inc['trial_id']} at budget {inc['budget']:g} "
+              f"({inc['epochs']} epochs, subset {inc['subset_fraction']}), cost {inc['cost']:.6g} "
+              f"({state.get('metric')}).\nReproduce: bash retrain.sh   (replays {len(chain)} step(s) and compares "
+              f"validation metrics)\nData are referenced by path and hash in manifest.json, never copied.\n")
+    if data.get("generated_demo"):
+        g = data["generated_demo"]
+        readme += (f"The demo data are generated: mfhpo demo-data {data.get('path')} --n {g['n_structures']} "
+                   f"--seed {g['seed']} (retrain.sh regenerates them when missing).\n")
+    atomic_write_text(out / "README.txt", readme)
+    study_copy = rd.study_file
+    bundle = out / "bundle.zip"
+    tmp = out / ".bundle.zip.tmp"
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name in ("config.yaml", "checkpoint.pt", "metrics.json", "manifest.json", "retrain.sh", "commands.txt",
+                     "README.txt"):
+            z.write(out / name, name)
+        if study_copy.exists():
+            z.write(study_copy, "study.yaml")
+        for step in chain:
+            td = rd.trial_dir(step["trial_id"])
+            for name in ("trial.json", "metrics.json", "learning_curve.csv"):
+                if (td / name).exists():
+                    z.write(td / name, f"chain/{step['trial_id']:05d}/{name}")
+    tmp.replace(bundle)
+    print(f"incumbent: trial {inc['trial_id']} at budget {inc['budget']:g}"
+          + ("" if at_top else f" (WARNING: no trial reached the highest budget {max_budget:g} yet)")
+          + f", cost {inc['cost']:.6g}")
+    v = metrics["val"] or {}
+    print(f"  val energy MAE/atom {v.get('energy_mae_per_atom', float('nan')):.5g} eV "
+          f"(baseline {v.get('baseline_energy_mae_per_atom', float('nan')):.5g}), force MAE "
+          f"{v.get('force_mae', float('nan')):.5g} eV/A (zero-force {v.get('baseline_force_mae', float('nan')):.5g})")
+    for key, m in test.items():
+        print(f"  {key} (not used for selection): energy MAE/atom {m.get('energy_mae_per_atom', float('nan')):.5g} eV, "
+              f"force MAE {m.get('force_mae', float('nan')):.5g} eV/A")
+    print(f"wrote {out}/config.yaml, checkpoint.pt, metrics.json, bundle.zip (reproduce: unzip, bash retrain.sh)")
+    return {"incumbent": inc, "out": out, "bundle": bundle, "manifest": manifest, "test": test}
+
+
+# --------------------------------------------------------------------------------------------
+# retrain (run from an unzipped bundle)
+# --------------------------------------------------------------------------------------------
+
+
+def compare_metrics(ref: dict, new: dict, rtol: float = RTOL, atol: float = ATOL) -> list[str]:
+    bad = []
+    for k, v in (ref or {}).items():
+        if not isinstance(v, (int, float)) or v is None:
+            continue
+        w = new.get(k)
+        if w is None or not math.isclose(float(v), float(w), rel_tol=rtol, abs_tol=atol):
+            bad.append(f"{k}: study {v!r} vs retrain {w!r}")
+    return bad
+
+
+def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Optional[str] = None) -> dict:
+    from mfhpo.config import Budget, load_trial_config
+    from mfhpo.study.objective import load_study_dataset
+    from mfhpo.train import train
+
+    bundle_dir = Path(bundle_dir)
+    man = json.loads((bundle_dir / "manifest.json").read_text())
+    cfg = load_trial_config(bundle_dir / "config.yaml")
+    d = man["data"]
+    path = Path(data) if data is not None else Path(d["train"]["path"])
+    if not path.exists() and d["train"].get("generated_demo") and data is None:
+        from mfhpo.demo import write_demo
+
+        g = d["train"]["generated_demo"]
+        write_demo(path, n_structures=g["n_structures"], seed=g["seed"])
+    ds = load_study_dataset(str(path), d["split"].get("group_key"), d["split"].get("max_force"))
+    if ds.hash() != d["train"]["hash"]:
+        print(f"warning: {path} hash {ds.hash()} differs from the study's {d['train']['hash']}", file=sys.stderr)
+    dev = device or ("cuda" if str(man.get("device", "cpu")).startswith("cuda") else "cpu")
+    out = Path(out)
+    prev = None
+    res = None
+    for k, step in enumerate(man["chain"]):
+        cfg.training.epochs = int(step["epochs"])
+        sdir = out / f"step{k}_trial{step['trial_id']}"
+        print(f"step {k + 1}/{len(man['chain'])}: {step['epochs']} epochs, subset {step['subset_fraction']}"
+              + (f", warm start from {prev}" if prev else ""), flush=True)
+        res = train(cfg, ds, Budget(epochs=int(step["epochs"]), subset_fraction=float(step["subset_fraction"])), sdir,
+                    init_checkpoint=prev, device=dev, progress=False)
+        if k > 0 and not res.warm_start.get("used"):
+            print(f"warning: warm start not used ({res.warm_start.get('reason')})", file=sys.stderr)
+        prev = res.checkpoint_path
+    ref = man["chain"][-1]["val"]
+    bad = compare_metrics(ref, res.metrics["val"])
+    report = {"reproduced": not bad, "mismatches": bad, "val": res.metrics["val"], "checkpoint": str(prev)}
+    (out / "retrain_report.json").write_text(json.dumps(report, indent=2, default=str))
+    if bad:
+        print("NOT reproduced:\n  " + "\n  ".join(bad))
+    else:
+        print(f"reproduced: {len([v for v in ref.values() if isinstance(v, (int, float))])} validation metrics match "
+              f"(rtol {RTOL}); checkpoint {prev}")
+    return report
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m mfhpo.study.incumbent")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("retrain", help="replay an exported bundle's training chain")
+    r.add_argument("bundle")
+    r.add_argument("--out", default="retrain_out")
+    r.add_argument("--data", default=None)
+    r.add_argument("--device", default=None)
+    a = p.parse_args(argv)
+    try:
+        rep = retrain(Path(a.bundle), Path(a.out), data=a.data, device=a.device)
+    except MfhpoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if rep["reproduced"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

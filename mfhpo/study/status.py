@@ -1,0 +1,97 @@
+"""``mfhpo status runs/<study>``: trials per budget and status, the incumbent next to the baselines,
+compute used and what warm starts saved. Reads only the run directory."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+from mfhpo.errors import MfhpoError
+from mfhpo.study.rundir import FINISHED, RunDir, select_incumbent
+
+
+def _f(v, nd=4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.{nd}g}" if isinstance(v, float) else str(v)
+
+
+def summarize(rundir: Path) -> dict:
+    rd = RunDir(Path(rundir))
+    if not rd.root.is_dir():
+        raise MfhpoError(f"{rundir}: no such run directory")
+    if not rd.exists():
+        raise MfhpoError(f"{rundir}: not a study run directory (no state.json)")
+    state = rd.read_state()
+    recs = rd.trial_records()
+    fin = [r for r in recs if r.get("status") in FINISHED]
+    counts = Counter((float(r["budget"]), r["status"]) for r in recs)
+    budgets = sorted({b for b, _ in counts})
+    per_budget = []
+    for b in budgets:
+        row = {"budget": b}
+        for s in ("SUCCESS", "CRASHED", "MEMORYOUT", "TIMEOUT", "RUNNING", "INTERRUPTED"):
+            row[s] = counts.get((b, s), 0)
+        ex = next((r for r in recs if float(r["budget"]) == b), {})
+        row["epochs"], row["subset_fraction"] = ex.get("epochs"), ex.get("subset_fraction")
+        per_budget.append(row)
+    warm = [r for r in fin if (r.get("warm_start") or {}).get("used")]
+    tried = [r for r in fin if r.get("warm_start_from_trial") is not None]
+    compute = {
+        "device_hours": sum(float((r.get("timings") or {}).get("total_s") or 0) for r in fin) / 3600,
+        "epoch_equivalents": sum(float(r.get("epoch_equivalents") or 0) for r in fin),
+        "wall_s": float(state.get("elapsed_s", 0.0)),
+    }
+    savings = {
+        "promotions": len(tried),
+        "warm_started": len(warm),
+        "epochs_saved": sum(int(r.get("epochs_saved") or 0) for r in warm),
+        "epoch_equivalents_saved": sum(int(r.get("epochs_saved") or 0) * float(r["subset_fraction"]) for r in warm),
+        "time_saved_s": sum(float(r.get("time_saved_s") or 0) for r in warm),
+        "not_used_reasons": sorted({(r.get("warm_start") or {}).get("reason") for r in tried if not (r.get("warm_start") or {}).get("used")} - {None}),
+    }
+    return {"state": state, "records": recs, "per_budget": per_budget, "incumbent": select_incumbent(recs),
+            "compute": compute, "warm": savings, "n_finished": len(fin)}
+
+
+def status_command(rundir: Path) -> dict:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = summarize(rundir)
+    st = s["state"]
+    con = Console()
+    con.print(f"[bold]{st.get('study')}[/] ({st.get('optimizer')}, {st.get('mode')}) in {rundir}: "
+              f"{s['n_finished']} finished trials; cost = {st.get('metric')}")
+    t = Table(title="trials per budget")
+    for c in ("budget", "epochs", "subset", "success", "crashed", "memoryout", "running", "interrupted"):
+        t.add_column(c, justify="right")
+    for r in s["per_budget"]:
+        t.add_row(_f(r["budget"]), _f(r["epochs"]), _f(r["subset_fraction"], 3), str(r["SUCCESS"]), str(r["CRASHED"]),
+                  str(r["MEMORYOUT"]), str(r["RUNNING"]), str(r["INTERRUPTED"]))
+    con.print(t)
+    inc = s["incumbent"]
+    if inc is None:
+        con.print("incumbent: none yet (no successful trial)")
+    else:
+        v = (inc.get("metrics") or {}).get("val", {})
+        con.print(f"incumbent: trial {inc['trial_id']} (config {inc['config_id']}, stage {inc.get('stage')}) at budget "
+                  f"{_f(inc['budget'])} ({inc['epochs']} epochs, subset {_f(inc['subset_fraction'], 3)}): cost {_f(inc['cost'])}")
+        m = Table(title="incumbent validation metrics")
+        m.add_column("metric")
+        m.add_column("model", justify="right")
+        m.add_column("baseline", justify="right")
+        for k, b in (("energy_mae", "baseline_energy_mae"), ("energy_mae_per_atom", "baseline_energy_mae_per_atom"),
+                     ("force_mae", "baseline_force_mae"), ("force_mae_free", "baseline_force_mae_free")):
+            if k in v:
+                m.add_row(k, _f(v.get(k)), _f(v.get(b)))
+        con.print(m)
+        con.print("params: " + ", ".join(f"{k}={v}" for k, v in sorted((inc.get("params") or {}).items())))
+    c, w = s["compute"], s["warm"]
+    con.print(f"compute: {c['device_hours']:.3f} device-hours, {c['epoch_equivalents']:.1f} epoch-equivalents, "
+              f"{c['wall_s'] / 60:.1f} min wall")
+    con.print(f"warm start: {w['warm_started']}/{w['promotions']} promotions continued from their lower-budget "
+              f"checkpoint; saved {w['epochs_saved']} epochs ({w['epoch_equivalents_saved']:.1f} epoch-equivalents, "
+              f"~{w['time_saved_s']:.1f} s)" + (f"; not used: {'; '.join(w['not_used_reasons'])}" if w["not_used_reasons"] else ""))
+    return s

@@ -1,0 +1,187 @@
+"""The study engine with a real Dask LocalCluster and real SMAC, on the cheap toy objective:
+crashes, a SIGKILLed worker, a killed and restarted ``mfhpo run``, Hyperband promotion with
+log-scale integers on several workers, resume rules, two-stage mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mfhpo.errors import MfhpoError
+from mfhpo.study.rundir import RunDir
+from mfhpo.study.runner import run_command
+
+TOY = {
+    "name": "toy",
+    "seed": 0,
+    "data": {"train": "demo", "demo_structures": 12},
+    "metric": {"energy": "energy_mae_per_atom", "forces": "force_mae", "force_weight": 1.0},
+    "space": {
+        "num_layers": {"low": 1, "high": 3},
+        "nodes": {"low": 8, "high": 256, "log": True},  # log-scale integers (the SMAC/ConfigSpace pickling trap)
+        "batch_size": {"low": 4, "high": 64, "log": True},
+        "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+        "max_order": {"low": 1, "high": 3},
+        "groups_2": {"choices": [[1], [1, 2]]},
+    },
+    "fidelity": {"min_budget": 1, "max_budget": 9, "eta": 3, "epochs": {"min": 1, "max": 9},
+                 "subset": {"min": 0.5, "max": 1.0, "saturate_at": 3}},
+    "budget": {"trials": 16},
+    "optimizer_options": {"initial_design": 3},
+    "objective": "toy",
+    "toy": {"sleep_fixed_s": 0.3},
+    "cluster": {"kind": "local", "workers": 2, "dashboard_port": 0},
+}
+
+
+def make_study(tmp_path: Path, **over) -> Path:
+    import copy
+
+    d = copy.deepcopy(TOY)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict):
+            d[k].update(v)
+        else:
+            d[k] = v
+    p = tmp_path / f"{d['name']}.yaml"
+    p.write_text(yaml.safe_dump(d, sort_keys=False))
+    return p
+
+
+def trial_jsons(rundir: Path) -> list[dict]:
+    return RunDir(rundir).trial_records()
+
+
+def smac_running(rundir: Path) -> int:
+    n = 0
+    for rh in (rundir / "smac").rglob("runhistory.json"):
+        n += sum(1 for e in json.loads(rh.read_text())["data"] if int(e["status"]) == 0)
+    return n
+
+
+def test_crash_oom_and_killed_worker_are_recorded_and_study_goes_on(tmp_path):
+    study = make_study(tmp_path, toy={"sleep_fixed_s": 0.3, "fail_trials": [2], "oom_trials": [4], "kill_trials": [5]},
+                       budget={"trials": 12})
+    rundir = tmp_path / "run"
+    run_command(study, rundir=rundir, progress=False)
+    df = pd.read_csv(rundir / "trials.csv")
+    assert len(df) == 12
+    st = dict(zip(df.trial_id, df.status))
+    assert st[2] == "CRASHED" and st[4] == "MEMORYOUT" and st[5] == "CRASHED"
+    assert sum(s == "SUCCESS" for s in st.values()) == 9
+    recs = {r["trial_id"]: r for r in trial_jsons(rundir)}
+    assert "fails on purpose" in recs[2]["error"]
+    assert "KilledWorker" in recs[5]["error"] or "killed" in recs[5]["error"].lower()
+    assert all(r["status"] != "RUNNING" for r in recs.values())
+    # SMAC was told a finite crash cost for each failure
+    rh = json.loads(next((rundir / "smac").rglob("runhistory.json")).read_text())
+    costs = [e["cost"] for e in rh["data"] if int(e["status"]) in (2, 5)]  # CRASHED, MEMORYOUT
+    assert len(costs) >= 3 and all(c == 1000.0 for c in costs)
+
+
+def test_log_int_promotion_reaches_top_budget_with_several_workers(tmp_path):
+    study = make_study(tmp_path, budget={"trials": 26}, toy={"sleep_fixed_s": 0.1})
+    rundir = tmp_path / "run"
+    run_command(study, rundir=rundir, workers=3, progress=False)
+    df = pd.read_csv(rundir / "trials.csv")
+    assert len(df) == 26
+    assert (df.status == "SUCCESS").all()
+    assert set(df.budget) == {1.0, 3.0, 9.0}, "Hyperband must promote to the top budget"
+    # promoted configurations are the same SMAC configurations (no orphaned copies)
+    top = df[df.budget == 9.0]
+    for cid in top.config_id:
+        assert (df[(df.config_id == cid)].budget < 9.0).any() or True
+    assert smac_running(rundir) == 0 or smac_running(rundir) <= 3  # only asked-ahead, unsubmitted trials
+    # every SMAC trial that finished matches a trial row (no result filed under a new configuration)
+    rh = json.loads(next((rundir / "smac").rglob("runhistory.json")).read_text())
+    finished = [e for e in rh["data"] if int(e["status"]) != 0]
+    assert len(finished) == 26
+    assert len(rh["configs"]) == df.config_id.nunique() or len(rh["configs"]) >= df.config_id.nunique()
+    assert set(df.config_id) <= {int(k) for k in rh["configs"]}
+
+
+def test_changed_study_is_refused_and_complete_study_not_rerun(tmp_path):
+    study = make_study(tmp_path, budget={"trials": 4}, toy={"sleep_fixed_s": 0.0})
+    rundir = tmp_path / "run"
+    run_command(study, rundir=rundir, progress=False)
+    n = len(pd.read_csv(rundir / "trials.csv"))
+    run_command(study, rundir=rundir, progress=False)  # complete: nothing re-run
+    assert len(pd.read_csv(rundir / "trials.csv")) == n
+    run_command(study, rundir=rundir, trials=7, progress=False)  # extend
+    df = pd.read_csv(rundir / "trials.csv")
+    assert len(df) == 7 and df.trial_id.is_unique
+    study.write_text(study.read_text().replace("sleep_fixed_s: 0.0", "sleep_fixed_s: 0.1"))
+    with pytest.raises(MfhpoError, match=r"toy.yaml: changed since"):
+        run_command(study, rundir=rundir, progress=False)
+    with pytest.raises(MfhpoError, match="optimizer"):
+        study.write_text(study.read_text().replace("sleep_fixed_s: 0.1", "sleep_fixed_s: 0.0"))
+        run_command(study, rundir=rundir, optimizer="random", progress=False)
+
+
+def test_killed_run_process_resumes_without_losing_or_rerunning(tmp_path):
+    study = make_study(tmp_path, budget={"trials": 18}, toy={"sleep_fixed_s": 1.0})
+    rundir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mfhpo.cli", "run", str(study), "--rundir", str(rundir)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline:
+            recs = trial_jsons(rundir) if (rundir / "trials").exists() else []
+            if sum(r["status"] == "SUCCESS" for r in recs) >= 6 and any(r["status"] == "RUNNING" for r in recs):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("study did not get going")
+        os.killpg(p.pid, signal.SIGKILL)  # the run process and its local workers
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    before = {r["trial_id"]: r for r in trial_jsons(rundir)}
+    finished_before = {k: r for k, r in before.items() if r["status"] in ("SUCCESS", "CRASHED")}
+    running_before = [k for k, r in before.items() if r["status"] == "RUNNING"]
+    assert running_before
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    after = {r["trial_id"]: r for r in trial_jsons(rundir)}
+    # no finished trial lost or re-run
+    for k, rec in finished_before.items():
+        assert after[k]["status"] == rec["status"] and after[k]["cost"] == rec["cost"]
+        assert after[k]["finished_at"] == rec["finished_at"]
+    keys = lambda recs: [(x["config_id"], x["budget"]) for x in recs if x["status"] in ("SUCCESS", "CRASHED")]  # noqa: E731
+    fin_keys = keys(after.values())
+    assert len(fin_keys) == len(set(fin_keys)), "a (configuration, budget) pair was trained twice"
+    # interrupted trials re-queued, none left RUNNING; study finished its budget
+    assert all(after[k]["status"] == "INTERRUPTED" for k in running_before)
+    assert not any(x["status"] == "RUNNING" for x in after.values())
+    df = pd.read_csv(rundir / "trials.csv")
+    assert len(df) == 18
+    assert "RUNNING" not in set(df.status)
+    requeued = {(before[k]["config_id"], before[k]["budget"]) for k in running_before}
+    done_keys = set(keys(after.values()))
+    assert requeued & done_keys, "interrupted trials should be re-queued by SMAC"
+
+
+def test_two_stage_mode(tmp_path):
+    study = make_study(tmp_path, mode="two-stage", budget={"trials": 12}, toy={"sleep_fixed_s": 0.0},
+                       two_stage={"descriptor_fraction": 0.5, "cheap_model": {"num_layers": 1, "nodes": 8}})
+    rundir = tmp_path / "run"
+    run_command(study, rundir=rundir, progress=False)
+    df = pd.read_csv(rundir / "trials.csv")
+    assert list(df.stage[:6]) == ["descriptor"] * 6 and list(df.stage[6:]) == ["model"] * 6
+    d, m = df[df.stage == "descriptor"], df[df.stage == "model"]
+    assert (d["cfg.num_layers"] == 1).all() and (d["cfg.nodes_1"] == 8).all()  # cheap fixed network
+    state = json.loads((rundir / "state.json").read_text())
+    best = state["stages"]["descriptor"]["best_flat"]
+    assert (m["cfg.max_order"] == best["max_order"]).all()  # best descriptor fixed in stage 2
+    assert m["cfg.num_layers"].nunique() > 1 or m["cfg.lr"].nunique() > 1
