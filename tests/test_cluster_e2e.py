@@ -98,17 +98,18 @@ def _finish(p: subprocess.Popen, timeout: float) -> str:
 
 def test_study_on_slurm_finishes(slurm, tmp_path):
     prefix = f"e2e{uuid.uuid4().hex[:4]}"
-    study = _study(tmp_path, "slurm_e2e", prefix, trials=6, sleep_s=1.0, cluster="jobs: 2")
+    study = _study(tmp_path, "slurm_e2e", prefix, trials=4, sleep_s=1.0, cluster="jobs: 2")
     rundir = tmp_path / "rd"
     t0 = time.monotonic()
     p = _run(study, rundir)
     out = _finish(p, 180)
     dt = time.monotonic() - t0
-    print(f"\n[measure] e2e study (6 toy trials, 2 Slurm jobs) took {dt:.1f} s")
+    print(f"\n[measure] e2e study (4 toy trials, 2 Slurm jobs) took {dt:.1f} s")
     assert p.returncode == 0, out[-3000:]
+    print(out[-1500:])
     assert "dashboard:" in out and "tunnel: ssh -N -L" in out
     rows = _rows(rundir)
-    assert len(rows) == 6 and all(r["status"] == "SUCCESS" for r in rows), rows
+    assert len(rows) == 4 and all(r["status"] == "SUCCESS" for r in rows), rows
     # every trial ran on a Dask worker of a dask-jobqueue Slurm job
     assert all("SLURMCluster" in r["worker"] for r in rows), [r["worker"] for r in rows]
     assert len({r["worker"] for r in rows}) == 2
@@ -122,7 +123,7 @@ def test_study_on_slurm_survives_scancel_mid_trial(slurm, tmp_path):
     """One adaptive job; cancel it while trial 2 runs: trial 2 -> CRASHED, a replacement job
     comes, the study finishes its budget, finished trials are kept, no job remains."""
     prefix = f"e2k{uuid.uuid4().hex[:4]}"
-    study = _study(tmp_path, "slurm_kill", prefix, trials=4, sleep_s=3.0,
+    study = _study(tmp_path, "slurm_kill", prefix, trials=3, sleep_s=2.5,
                    cluster="adaptive: {minimum: 1, maximum: 1}")
     rundir = tmp_path / "rd"
     t0 = time.monotonic()
@@ -148,7 +149,7 @@ def test_study_on_slurm_survives_scancel_mid_trial(slurm, tmp_path):
     assert p.returncode == 0, out[-3000:]
     rows = _rows(rundir)
     status = {int(r["trial_id"]): r["status"] for r in rows}
-    assert len(rows) == 4, status
+    assert len(rows) == 3, status
     assert status[1] == "SUCCESS"
     crashed = [t for t, s in status.items() if s == "CRASHED"]
     assert crashed == [2], status
@@ -156,6 +157,6 @@ def test_study_on_slurm_survives_scancel_mid_trial(slurm, tmp_path):
     rec = json.loads(tj.read_text())
     assert "KilledWorker" in str(rec.get("error")) or "died" in str(rec.get("error")), rec.get("error")
     # the trials after the kill ran on the replacement job
-    assert sum(s == "SUCCESS" for s in status.values()) == 3
+    assert status[3] == "SUCCESS"
     left = _wait_gone(prefix)
     assert not left, f"jobs left in the queue: {left}"
