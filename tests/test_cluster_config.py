@@ -216,24 +216,38 @@ def test_cluster_script_command_slurm(tmp_path):
     assert "--resources trial=1,GPU=1" in out
 
 
-def test_cluster_script_command_local_and_errors(tmp_path):
+def _cli_inproc(capsys, *args: str) -> tuple[int, str, str]:
+    from mfhpo.cli import main
+
+    try:
+        main(list(args))
+        rc = 0
+    except SystemExit as exc:
+        rc = exc.code or 0
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_cluster_script_command_local_and_errors(tmp_path, capsys):
     study = tmp_path / "loc.yaml"
     study.write_text("name: loc\ncluster: {kind: local, workers: 2}\n")
-    r = _cli("cluster-script", str(study))
-    assert r.returncode == 0 and "no batch job script" in r.stdout
+    rc, out, err = _cli_inproc(capsys, "cluster-script", str(study))
+    assert rc == 0 and "no batch job script" in out and "2 worker(s)" in out
     study.write_text("name: bad\ncluster: {kind: slurm, walltime: 3 hours}\n")
-    r = _cli("cluster-script", str(study))
-    assert r.returncode == 2
-    assert r.stderr.strip().startswith("error: ") and "cluster.walltime" in r.stderr and str(study) in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    rc, out, err = _cli_inproc(capsys, "cluster-script", str(study))
+    assert rc == 2
+    assert err.strip().startswith("error: ") and "cluster.walltime" in err and str(study) in err
+    assert len(err.strip().splitlines()) == 1
+    rc, out, err = _cli_inproc(capsys, "cluster-script", str(tmp_path / "missing.yaml"))
+    assert rc == 2 and "missing.yaml" in err
 
 
-def test_cluster_script_on_shipped_spaces():
+def test_cluster_script_on_shipped_spaces(capsys):
     """Every shipped study YAML's cluster section is valid (there may be none yet)."""
     for y in sorted((REPO / "spaces").glob("*.yaml")):
-        r = _cli("cluster-script", str(y))
-        assert r.returncode == 0, f"{y}: {r.stderr}"
-        assert r.stdout.startswith("# study ")
+        rc, out, err = _cli_inproc(capsys, "cluster-script", str(y))
+        assert rc == 0, f"{y}: {err}"
+        assert out.startswith("# study ")
 
 
 # ---------------------------------------------------------------------------------------------

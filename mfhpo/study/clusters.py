@@ -216,6 +216,9 @@ def detect_gpus() -> list[str]:
             return []
     else:
         ids = None
+    # no NVIDIA driver: do not pay for importing torch
+    if not (Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists() or os.environ.get("MFHPO_PROBE_CUDA")):
+        return []
     try:
         import torch
 
