@@ -1,0 +1,118 @@
+"""Smoke tests of benchmarks/optimizers.py and mfhpo.benchmarks_synthetic (tiny budgets)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("optbench", REPO / "benchmarks" / "optimizers.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["optbench"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _opt_config(dim: int) -> dict:
+    from mfhpo.benchmarks_synthetic import HARTMANN, LOG_INT_BITS
+
+    xo = HARTMANN[dim]["xopt"]
+    cfg = {f"x{j}": xo[j] for j in range(dim - 2)}
+    cfg.update(n=int(round(2 ** (xo[dim - 2] * LOG_INT_BITS))), branch="fine", x_fine=xo[-1], pad="b")
+    return cfg
+
+
+@pytest.mark.parametrize("dim", [3, 6])
+def test_mf_hartmann_formula(dim):
+    from mfhpo.benchmarks_synthetic import HARTMANN, MFHartmann, hartmann
+
+    assert hartmann(HARTMANN[dim]["xopt"], dim) == pytest.approx(HARTMANN[dim]["fmin"], abs=1e-5)
+    f = MFHartmann.preset(dim, "moderate", max_budget=27)
+    cfg = _opt_config(dim)
+    # full budget: plain Hartmann, bias and noise vanish
+    assert f(cfg, 27) == pytest.approx(hartmann(f.point(cfg), dim))
+    assert 0 <= f.regret(cfg) < 1e-4
+    # lower budgets: flattened (alphas lowered) plus non-negative noise, deterministic per (x, b)
+    vals = [f(cfg, b) for b in (1, 3, 9, 27)]
+    assert vals == sorted(vals, reverse=True)
+    assert f(cfg, 3) == f(dict(cfg), 3)
+    assert f(cfg, 1) >= hartmann(f.point(cfg), dim, bias=f.bias)
+    # the inert categorical does not matter; the coarse branch cannot hit the optimum
+    assert f({**cfg, "pad": "a"}, 27) == f(cfg, 27)
+    coarse = {k: v for k, v in cfg.items() if k != "x_fine"} | {"branch": "coarse", "k": 3}
+    assert f.regret(coarse) > 1e-3
+
+
+def test_mixed_space():
+    from ConfigSpace import UniformIntegerHyperparameter
+
+    from mfhpo.benchmarks_synthetic import MFHartmann
+
+    cs = MFHartmann(dim=3).configspace(seed=1)
+    n = cs["n"]
+    assert isinstance(n, UniformIntegerHyperparameter) and n.log
+    assert len(cs.conditions) == 2
+    f = MFHartmann(dim=3)
+    for c in cs.sample_configuration(20):
+        assert np.isfinite(f(c, 1)) and f.regret(c) >= 0
+
+
+def test_analysis_helpers(bench):
+    recs = [
+        {"compute": 1 / 27, "full": None},
+        {"compute": 1.0, "full": None},
+        {"compute": 2.0, "full": 0.5},
+        {"compute": 3.0, "full": 0.2},
+    ]
+    assert bench.best_at(recs, 1.5) == math.inf
+    assert bench.best_at(recs, 2.0) == 0.5
+    assert bench.best_at(recs, 10) == 0.2
+    runs = [{"records": recs}, {"records": [{"compute": 1.0, "full": 0.3}, {"compute": 4.0, "full": 0.1}]}]
+    # median of two seeds: (0.5 + 0.3) / 2 at compute 2; 0.25 at 3; 0.15 at 4
+    assert bench.compute_to_reach(runs, 0.25, 4.0) == 3.0
+    assert bench.compute_to_reach(runs, 0.01, 4.0) == math.inf
+    assert bench.per_seed_reach(runs, 0.25, 4.0) == [3.0, 4.0]
+
+
+def test_synthetic_smoke(bench, tmp_path, capsys):
+    rc = bench.main(["--objectives", "hartmann3", "--seeds", "1", "--compute", "4", "--checkpoints", "2,4",
+                     "--initial-design", "3", "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "TARGET smac-mf" in out and "random search's final median" in out
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "optimizers.png").stat().st_size > 0
+    runs = {r["kind"]: r for r in data["runs"]}
+    assert set(runs) == {"smac-mf", "smac-bo", "random"}
+    for k, r in runs.items():
+        spent = sum(x["units"] for x in r["records"])
+        assert spent >= 4 - 1e-9
+        assert spent - r["records"][-1]["units"] < 4 - 1e-9  # stops as soon as the compute is spent
+    # smac-mf used several budgets; only its max-budget trials count for the incumbent
+    mf = runs["smac-mf"]["records"]
+    assert len({x["budget"] for x in mf}) > 1
+    assert all((x["full"] is not None) == (x["budget"] == 27.0) for x in mf)
+    assert all(x["budget"] == 27.0 and x["full"] is not None for x in runs["random"]["records"])
+
+
+def test_demo_smoke(bench, tmp_path, capsys):
+    """Real trainings (tiny): the study space, budget -> epochs, compute in epoch-equivalents."""
+    rc = bench.main(["--objectives", "demo", "--optimizers", "smac-mf,random", "--demo-seeds", "1",
+                     "--demo-compute", "2", "--demo-structures", "24", "--demo-epochs", "3",
+                     "--demo-max-budget", "3", "--checkpoints", "1", "--out", str(tmp_path)])
+    assert rc == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    for r in data["runs"]:
+        for x in r["records"]:
+            assert x["units"] == pytest.approx(x["budget"] / 3.0)  # epochs = budget here
+    assert "demo" in capsys.readouterr().out
