@@ -295,3 +295,10 @@ def test_local_cluster_cpu_default(tmp_path):
         assert h.client.submit(_task_env, 0, resources={"trial": 1}).result()[0] == os.environ.get("CUDA_VISIBLE_DEVICES")
     finally:
         h.close()
+
+
+def test_job_cluster_without_its_submit_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bsub / qsub here
+    for kind, cmd in [("lsf", "bsub"), ("pbs", "qsub")]:
+        with pytest.raises(MfhpoError, match=f"cluster.kind: {kind} needs `{cmd}`"):
+            start_cluster(ClusterConfig(kind=kind, dashboard_port=0), tmp_path)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mfhpo.study.clusters import ClusterConfig, queued_jobs, start_cluster
+from mfhpo.study.clusters import ClusterConfig, job_script, queued_jobs, start_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
@@ -196,3 +196,62 @@ def test_no_orphaned_jobs_on_exit_or_interrupt(slurm, tmp_path, how):
             p.kill()
     left = _wait_no_jobs(job_name)
     assert not left, f"{how}: jobs left in the queue: {left}"
+
+
+def test_rejected_submission_is_a_one_line_error(slurm, tmp_path):
+    from mfhpo.errors import MfhpoError
+
+    t0 = time.monotonic()
+    with pytest.raises(MfhpoError) as ei:
+        start_cluster(_cfg(partition="no_such_partition", jobs=1, job_name="mfhpo-bad"), tmp_path)
+    msg = str(ei.value)
+    assert "\n" not in msg and "invalid partition" in msg.lower() and "cluster.queue" in msg, msg
+    assert time.monotonic() - t0 < 60
+
+
+_FAKE_PBS = {
+    # qsub SCRIPT -> sbatch it; prints "<id>.fakepbs" like PBS. sbatch would read #PBS lines itself
+    # (it understands some), so they are disarmed first.
+    "qsub": r"""#!/usr/bin/env bash
+name=$(sed -n 's/^#PBS -N //p' "$1" | head -n1)
+tmp=$(mktemp); sed 's/^#PBS/# PBS/' "$1" > "$tmp"
+id=$(sbatch --parsable -J "$name" -p debug -n 1 --cpus-per-task=1 --mem=1G -t 10 \
+     -o "${MFHPO_FAKE_PBS_LOG:-/tmp}/$name-%j.out" "$tmp") || { rm -f "$tmp"; exit 1; }
+rm -f "$tmp"
+echo "$id.fakepbs"
+""",
+    "qdel": "#!/usr/bin/env bash\nexec scancel \"${@%%.*}\"\n",
+    "qselect": r"""#!/usr/bin/env bash
+u=""; n=""
+while [ $# -gt 0 ]; do case "$1" in -u) u=$2; shift 2;; -N) n=$2; shift 2;; *) shift;; esac; done
+squeue -h -u "$u" -n "$n" -o %i | sed 's/$/.fakepbs/'
+""",
+}
+
+
+def test_pbs_cluster_through_qsub_shim(slurm, tmp_path, monkeypatch):
+    """The PBS path of dask-jobqueue (qsub / job-id parsing / qdel) with qsub, qdel and qselect
+    shims that hand the job to the real Slurm: the worker runs in a real batch job."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name, text in _FAKE_PBS.items():
+        (bindir / name).write_text(text)
+        (bindir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("MFHPO_FAKE_PBS_LOG", str(tmp_path))
+    cfg = ClusterConfig(kind="pbs", pbs_style="torque", queue="batch", walltime="00:10:00", gpus_per_job=0,
+                        cpus_per_job=1, memory="1GB", jobs=1, interface="lo", dashboard_port=0,
+                        job_script_prologue=[f"export PYTHONPATH={Path(__file__).parent}:${{PYTHONPATH:-}}"])
+    script = job_script(cfg)
+    assert "#PBS -l nodes=1:ppn=1" in script
+    h = start_cluster(cfg, tmp_path / "rd")
+    try:
+        assert h.wait_for_slots(1, timeout=120) == 1, h.summary()
+        (jid,) = h.job_ids()  # dask-jobqueue keeps the number of "<n>.fakepbs"
+        r = h.client.submit(_job_task, 0, 0.2, resources={"trial": 1}, pure=False).result(timeout=60)
+        assert r["job"] == jid
+        assert queued_jobs("pbs", h.job_name) == [f"{jid}.fakepbs"]
+    finally:
+        h.close()
+    left = _wait_no_jobs(h.job_name)
+    assert not left, f"jobs left after close(): {left}"

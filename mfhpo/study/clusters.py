@@ -28,7 +28,7 @@ import getpass
 import logging
 import os
 import re
-import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,6 +48,7 @@ from mfhpo.errors import MfhpoError
 log = logging.getLogger(__name__)
 
 JOB_KINDS = ("slurm", "pbs", "sge", "lsf")
+SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub", "sge": "qsub", "lsf": "bsub"}
 _WALLTIME_RE = re.compile(r"^(?:(\d+)-)?(\d+):(\d{1,2}):(\d{1,2})$")
 _MEMORY_RE = re.compile(r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$")
 # keys that only make sense for job clusters / only for local clusters (for friendly errors)
@@ -644,9 +645,25 @@ def _start_jobs(cfg: ClusterConfig, rundir: Path) -> ClusterHandle:
     from distributed import Client
 
     cls = _jobqueue_class(cfg.kind)
+    submit = SUBMIT_COMMANDS[cfg.kind]
+    if shutil.which(submit) is None:
+        raise MfhpoError(f"cluster.kind: {cfg.kind} needs `{submit}` on PATH; run mfhpo on the cluster's login node "
+                         "(or in a batch job there), or use kind: local")
     # a unique job name per cluster: lets close() find every job it ever submitted
     job_name = f"{cfg.job_name}-{uuid.uuid4().hex[:6]}"
     kw = jobqueue_kwargs(cfg, rundir=rundir, job_name=job_name)
+    log_book: dict[str, Any] = {"submitted": 0, "errors": []}
+
+    class _CheckedJob(cls.job_cls):  # records submission outcomes (sbatch/qsub errors are otherwise only logged)
+        async def start(self):
+            try:
+                await super().start()
+            except Exception as exc:
+                log_book["errors"].append(exc)
+                raise
+            log_book["submitted"] += 1
+
+    kw["job_cls"] = _CheckedJob
     try:
         cluster = cls(**kw)
     except Exception as exc:
@@ -662,10 +679,33 @@ def _start_jobs(cfg: ClusterConfig, rundir: Path) -> ClusterHandle:
             cluster.adapt(minimum=cfg.adaptive.minimum, maximum=cfg.adaptive.maximum)
         else:
             cluster.scale(jobs=cfg.jobs if cfg.jobs is not None else 1)
-    except Exception:
+        first = cfg.adaptive.minimum if cfg.adaptive is not None else (cfg.jobs if cfg.jobs is not None else 1)
+        if first > 0:
+            # the first submission must go through: a rejected job (bad partition/account/walltime)
+            # would otherwise leave the study waiting for workers forever
+            t0 = time.monotonic()
+            while not log_book["submitted"] and not log_book["errors"] and time.monotonic() - t0 < 120:
+                time.sleep(0.1)
+            if log_book["errors"] and not log_book["submitted"]:
+                raise MfhpoError(f"cluster: the {cfg.kind} worker job could not be submitted (check cluster.queue, account, "
+                                 f"walltime, memory; `mfhpo cluster-script` shows the script): "
+                                 f"{_submit_error(log_book['errors'][0])}")
+    except BaseException:
         handle.close()
         raise
+    handle._log_book = log_book
     return handle
+
+
+def _submit_error(exc: BaseException) -> str:
+    """The batch system's own complaint from dask-jobqueue's RuntimeError, on one line."""
+    text = str(exc)
+    m = re.search(r"stderr:\s*(.*)", text, re.S)
+    lines = [ln.strip() for ln in (m.group(1) if m else text).splitlines() if ln.strip()]
+    if lines:
+        return " | ".join(lines[:2])
+    first = text.strip().splitlines()[:2]
+    return " ".join(first) if first else type(exc).__name__
 
 
 def start_cluster(cfg: ClusterConfig, rundir: Path) -> ClusterHandle:
