@@ -89,15 +89,17 @@ exec python -m mfhpo.study.incumbent retrain "$HERE" --out "$OUT" "$@"
 """
 
 
-def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test: bool = True) -> dict:
+def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test: bool = True,
+                      trial: Optional[int] = None) -> dict:
+    """Export the incumbent (or, for inspection, any finished ``trial``) with its bundle."""
     rd = RunDir(Path(rundir))
     if not rd.exists():
         raise MfhpoError(f"{rundir}: not a study run directory (no state.json)")
     state = rd.read_state()
     records = {r["trial_id"]: r for r in rd.trial_records()}
-    inc = select_incumbent(records.values())
+    inc = select_incumbent(records.values()) if trial is None else records.get(int(trial))
     if inc is None:
-        raise MfhpoError(f"{rundir}: no successful trial yet")
+        raise MfhpoError(f"{rundir}: no successful trial yet" if trial is None else f"{rundir}: no trial {trial}")
     max_budget = max((f["budget"] for f in state.get("fidelity", [])), default=inc["budget"])
     at_top = math.isclose(float(inc["budget"]), float(max_budget), rel_tol=1e-9)
     out = Path(out) if out is not None else rd.root / "incumbent"

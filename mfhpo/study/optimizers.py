@@ -163,6 +163,11 @@ def make_optimizer(
         intensifier = facade_cls.get_intensifier(scenario, max_config_calls=1)
     kwargs: dict[str, Any] = dict(intensifier=intensifier, overwrite=overwrite, logging_level=logging_level)
     if kind != "random":
+        # one thread for the random forest: 10 trees on a few hundred points; joblib's thread pool
+        # (n_jobs=-1) costs seconds per refit on a busy machine and starves nothing useful
+        model = facade_cls.get_model(scenario)
+        model._rf_opts["n_jobs"] = 1
+        kwargs["model"] = model
         kwargs["initial_design"] = facade_cls.get_initial_design(scenario, n_configs=int(initial_design))
     facade = facade_cls(scenario, target_function=None, **kwargs)
     return Optimizer(kind, facade, scenario, max_budget=max_budget)

@@ -1,0 +1,90 @@
+"""A real tiny training study end to end (real trainer, real LocalCluster, real SMAC), then the
+incumbent export and its reproducibility bundle: ``bash retrain.sh`` must reproduce the validation
+metrics, also along a warm-start chain."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mfhpo.study.incumbent import incumbent_command
+from mfhpo.study.runner import run_command
+from mfhpo.study.status import status_command
+
+STUDY = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {"train": "demo", "demo_structures": 24, "val_fraction": 0.25, "test_fraction": 0.2},
+    "metric": {"energy": "energy_mae_per_atom", "forces": "force_mae_free", "force_weight": 0.1},
+    "space": {
+        "num_layers": {"low": 1, "high": 2},
+        "nodes": {"low": 4, "high": 16, "log": True},
+        "lr": {"low": 1e-3, "high": 1e-2, "log": True},
+        "cutoff": {"low": 3.0, "high": 4.0},
+        "max_order": 1,
+        "sigma_count": 2,
+        "sigma_min": 0.3,
+        "sigma_max": 1.5,
+        "batch_size": 8,
+    },
+    "fidelity": {"min_budget": 1, "max_budget": 3, "eta": 3, "epochs": {"min": 2, "max": 6},
+                 "subset": {"min": 1.0, "max": 1.0}},
+    "budget": {"trials": 10},
+    "optimizer_options": {"initial_design": 2},
+    "cluster": {"kind": "local", "workers": 2, "dashboard_port": 0},
+}
+
+
+@pytest.mark.slow
+def test_tiny_training_study_end_to_end_and_bundle_reproduces(tmp_path, capsys):
+    study = tmp_path / "tiny.yaml"
+    study.write_text(yaml.safe_dump(STUDY, sort_keys=False))
+    rundir = tmp_path / "runs" / "tiny"
+    run_command(study, rundir=rundir, progress=False)
+    df = pd.read_csv(rundir / "trials.csv")
+    assert len(df) == 10 and (df.status == "SUCCESS").all()
+    for col in ("val_energy_mae_per_atom", "val_force_mae_free", "val_baseline_energy_mae_per_atom", "cfg.lr",
+                "epoch_equivalents", "featurize_time_s", "train_time_s", "worker", "device"):
+        assert col in df.columns
+    assert set(df.budget) == {1.0, 3.0}
+    for tid in df.trial_id:
+        d = rundir / "trials" / f"{tid:05d}"
+        for name in ("trial.json", "config.yaml", "metrics.json", "learning_curve.csv", "train.log", "checkpoint.pt"):
+            assert (d / name).exists(), (tid, name)
+    # promotions continue from their own lower-budget checkpoint (same subset, constant lr)
+    promoted = df[(df.budget == 3.0) & df.config_id.isin(df[df.budget == 1.0].config_id)]
+    assert len(promoted) >= 1
+    assert promoted.warm_started.all() and (promoted.epochs_saved == 2).all()
+    state = json.loads((rundir / "state.json").read_text())
+    prov = state["provenance"]
+    assert prov["data"]["train"]["hash"] and prov["data"]["split"]["n_test"] > 0
+    assert {"mfhpo", "torch", "smac", "ConfigSpace", "dask", "ase", "numpy", "python"} <= set(prov["packages"])
+    s = status_command(rundir)
+    assert s["warm"]["warm_started"] == len(promoted) and s["warm"]["epochs_saved"] == 2 * len(promoted)
+
+    # export the incumbent (highest budget) and the warm-started chain; replay both from the bundle
+    res = incumbent_command(rundir, tmp_path / "inc")
+    inc = res["incumbent"]
+    assert inc["budget"] == 3.0 and inc["cost"] == df[df.budget == 3.0].cost.min()
+    assert "test_split" in res["test"] and res["test"]["test_split"]["n_structures"] > 0
+    wt = int(promoted.trial_id.iloc[0])
+    res2 = incumbent_command(rundir, tmp_path / "warm", trial=wt, evaluate_test=False)
+    assert len(res2["manifest"]["chain"]) == 2
+    for out in (tmp_path / "inc", tmp_path / "warm"):
+        unz = out / "unzipped"
+        with zipfile.ZipFile(out / "bundle.zip") as z:
+            names = set(z.namelist())
+            assert {"config.yaml", "checkpoint.pt", "manifest.json", "retrain.sh", "study.yaml", "metrics.json"} <= names
+            assert not any(n.endswith((".extxyz", ".traj")) for n in names)  # never data copies
+            z.extractall(unz)
+        r = subprocess.run(["bash", "retrain.sh", str(out / "replay")], cwd=unz, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        rep = json.loads((out / "replay" / "retrain_report.json").read_text())
+        assert rep["reproduced"], rep["mismatches"]
