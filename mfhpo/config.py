@@ -97,6 +97,9 @@ class TrainingConfig(_Strict):
     energy_per_atom: bool = True
     force_coefficient: float = Field(0.0, ge=0)
     feature_scaling: Literal["normalize", "standardize"] = "normalize"
+    # AMPTorch scales each element's atoms separately (elementwise=True). With many elements
+    # (OC20) one scaler for all atoms keeps the element signal of the order-0 self term.
+    scale_per_element: bool = True
     early_stopping_patience: Optional[int] = Field(None, ge=1)
     grad_clip: Optional[float] = Field(None, gt=0)
     dtype: Literal["float32", "float64"] = "float64"

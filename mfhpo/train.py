@@ -285,7 +285,8 @@ def _train(cfg, dataset, budget, out_dir, split, init_checkpoint, cache, dev, dt
         pot.load_state_dict(ck["resume"]["model_state"])
         refs = dict(ck["reference_energies"])
     else:
-        off, sc = fit_feature_scaler(tr.fp, tr.elem, len(elements), tc.feature_scaling)
+        scale_elem = tr.elem if tc.scale_per_element else torch.zeros_like(tr.elem)
+        off, sc = fit_feature_scaler(tr.fp, scale_elem, len(elements), tc.feature_scaling)
         train_images = [dataset.images[i] for i in train_idx]
         refs = fit_reference_energies(train_images, dataset.energies[train_idx], elements)
         ref_vec = torch.tensor([refs[e] for e in elements], dtype=dtype, device=dev)
