@@ -84,7 +84,7 @@ def test_crash_oom_and_killed_worker_are_recorded_and_study_goes_on(tmp_path):
     assert all(r["status"] != "RUNNING" for r in recs.values())
     # SMAC was told a finite crash cost for each failure
     rh = json.loads(next((rundir / "smac").rglob("runhistory.json")).read_text())
-    costs = [e["cost"] for e in rh["data"] if int(e["status"]) in (2, 5)]  # CRASHED, MEMORYOUT
+    costs = [e["cost"] for e in rh["data"] if int(e["status"]) in (2, 4)]  # CRASHED, MEMORYOUT
     assert len(costs) >= 3 and all(c == 1000.0 for c in costs)
 
 
@@ -175,6 +175,7 @@ def test_killed_run_process_resumes_without_losing_or_rerunning(tmp_path):
 def test_two_stage_mode(tmp_path):
     study = make_study(tmp_path, mode="two-stage", budget={"trials": 12}, toy={"sleep_fixed_s": 0.0},
                        two_stage={"descriptor_fraction": 0.5, "cheap_model": {"num_layers": 1, "nodes": 8}})
+    study.write_text(study.read_text().replace("space:\n", "space:\n  cutoff: {low: 3.0, high: 6.0}\n"))
     rundir = tmp_path / "run"
     run_command(study, rundir=rundir, progress=False)
     df = pd.read_csv(rundir / "trials.csv")
@@ -185,3 +186,14 @@ def test_two_stage_mode(tmp_path):
     best = state["stages"]["descriptor"]["best_flat"]
     assert (m["cfg.max_order"] == best["max_order"]).all()  # best descriptor fixed in stage 2
     assert m["cfg.num_layers"].nunique() > 1 or m["cfg.lr"].nunique() > 1
+
+
+def test_exhausted_space_ends_the_study_cleanly(tmp_path):
+    study = make_study(tmp_path, budget={"trials": 40}, optimizer="random", toy={"sleep_fixed_s": 0.0})
+    d = yaml.safe_load(study.read_text())
+    d["space"] = {"num_layers": {"low": 1, "high": 2}, "activation": {"choices": ["tanh", "silu"]}, "max_order": 1}
+    study.write_text(yaml.safe_dump(d))
+    rundir = tmp_path / "run"
+    run_command(study, rundir=rundir, progress=False)
+    df = pd.read_csv(rundir / "trials.csv")
+    assert 1 <= len(df) < 40 and (df.status == "SUCCESS").all()

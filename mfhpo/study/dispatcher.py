@@ -46,6 +46,7 @@ class _OptimizerThread(threading.Thread):
         self.stop_flag = False
         self.asked = 0
         self.error: Optional[BaseException] = None
+        self.exhausted = False  # the search space has no new configuration left
         self.ask_s = 0.0
         self.tell_s = 0.0
 
@@ -68,9 +69,22 @@ class _OptimizerThread(threading.Thread):
                     did = True
                 if self.stop_flag:
                     return
-                if self.ready.qsize() < self.prefetch and self.may_ask():
+                if self.ready.qsize() < self.prefetch and not self.exhausted and self.may_ask():
                     t0 = time.perf_counter()
-                    info = self.opt.ask()
+                    try:
+                        info = self.opt.ask()
+                    except (StopIteration, RuntimeError) as exc:
+                        if not isinstance(exc, StopIteration) and "StopIteration" not in repr(exc):
+                            raise
+                        self.exhausted = True
+                        self.wake.put(("exhausted", None))
+                        continue
+                    except Exception as exc:
+                        if type(exc).__name__ != "ConfigurationSpaceExhaustedException":
+                            raise
+                        self.exhausted = True
+                        self.wake.put(("exhausted", None))
+                        continue
                     cid = self.opt.config_id(info.config)
                     self.ask_s += time.perf_counter() - t0
                     self.asked += 1
@@ -180,7 +194,7 @@ class Dispatcher:
                     self._thread.poke()
                 if self.tick is not None:
                     self.tick(self)
-                if not self.inflight and not self.may_start(0):
+                if not self.inflight and (not self.may_start(0) or (self._thread.exhausted and self._thread.ready.empty())):
                     break  # budget spent; asked-ahead trials stay unsubmitted (re-queued on resume)
                 try:
                     kind, payload = self.wake.get(timeout=self.poll_s)
@@ -203,7 +217,7 @@ class Dispatcher:
             self._thread.join(timeout=120)
         return {"wall_s": time.time() - t_start, "done": self.n_done, "busy_s": self.busy_s,
                 "ask_s": self._thread.ask_s, "tell_s": self._thread.tell_s,
-                "unsubmitted": self._thread.ready.qsize()}
+                "unsubmitted": self._thread.ready.qsize(), "exhausted": self._thread.exhausted}
 
 
 def local_slots(client, resource: str = "trial") -> int:

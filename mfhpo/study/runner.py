@@ -417,6 +417,8 @@ class StudyRun:
                           n_slots=handle.n_slots, prefetch=study.optimizer_options.prefetch, tick=tick)
         disp_ref["d"] = disp
         summary = disp.run()
+        if summary.get("exhausted"):
+            self.note(f"stage {stage}: the search space has no new configuration left; stage ends early")
         self.state.setdefault("dispatch", []).append({"stage": stage, **summary, "at": now_iso()})
         if stage == "descriptor":
             inc = select_incumbent(stage_recs())
