@@ -197,3 +197,61 @@ def test_exhausted_space_ends_the_study_cleanly(tmp_path):
     run_command(study, rundir=rundir, progress=False)
     df = pd.read_csv(rundir / "trials.csv")
     assert 1 <= len(df) < 40 and (df.status == "SUCCESS").all()
+
+
+def _sleepy(spec):
+    import time as _t
+
+    _t.sleep(spec["s"])
+    return {"status": "SUCCESS", "cost": spec["x"], "wall_s": spec["s"]}
+
+
+def test_dispatcher_passes_back_the_asked_trialinfo_and_respects_slots(tmp_path):
+    """Direct dispatcher test: the very TrialInfo objects ask() returned are told back (identity, not
+    a pickled copy), and never more trials are in Dask than there are slots."""
+    import dask
+    from ConfigSpace import ConfigurationSpace, Float, Integer
+    from distributed import Client, LocalCluster
+    from smac.runhistory import TrialValue
+
+    from mfhpo.study.dispatcher import Dispatcher, local_slots
+    from mfhpo.study.optimizers import make_optimizer
+
+    dask.config.set({"distributed.scheduler.allowed-failures": 0})
+    cs = ConfigurationSpace(seed=0)
+    cs.add([Float("x", (0, 1)), Integer("n", (8, 256), log=True)])
+    opt = make_optimizer("smac-mf", cs, min_budget=1, max_budget=9, eta=3, seed=0, output_dir=tmp_path, n_trials=1000,
+                         initial_design=3)
+    asked, told = [], []
+    ask, tell = opt.ask, opt.tell
+    opt.ask = lambda: asked.append(ask()) or asked[-1]
+    opt.tell = lambda info, value, save=True: (told.append(info), tell(info, value, save))
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=":0", resources={"trial": 1})
+    client = Client(cluster)
+    max_inflight = []
+    done = []
+    try:
+        client.wait_for_workers(2)
+        disp = None
+
+        def tick(d):
+            max_inflight.append(len(d.inflight))
+
+        def finish(p, result, error):
+            done.append(p)
+            return TrialValue(cost=result["cost"])
+
+        disp = Dispatcher(client, opt, _sleepy,
+                          prepare=lambda info, cid: ({"s": 0.3, "x": float(info.config["x"])}, {"trial_id": len(asked)}),
+                          finish=finish, may_start=lambda n: len(done) + n < 14,
+                          n_slots=lambda: local_slots(client), tick=tick)
+        summary = disp.run()
+    finally:
+        client.close()
+        cluster.close()
+    assert summary["done"] == 14 and len(told) == 14
+    assert max(max_inflight) <= 2
+    ids = {id(i) for i in asked}
+    assert all(id(i) in ids for i in told)
+    assert opt.runhistory.finished == 14
