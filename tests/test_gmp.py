@@ -169,6 +169,31 @@ def test_cache(tmp_path):
     assert not list((tmp_path / "c").rglob(".tmp-*"))
 
 
+def test_cache_dtype_and_corrupt_entries(tmp_path):
+    s = _setting()
+    images = [_slab(), _molecule()]
+    cache = FeatureCache(tmp_path / "c")
+    ref = featurize_many(images, s, derivatives=True, dtype=torch.float32, cache=cache)
+    p = cache.path(s, images[0], torch.float32, True)
+    assert p.exists() and p.stat().st_size < 4 * ref[0].dfp.numel() + 4 * ref[0].fp.numel() + 16 * len(ref[0].pair_i) + 4096
+    again = featurize_many(images, s, derivatives=True, dtype=torch.float32, cache=FeatureCache(tmp_path / "c"))
+    for a, b in zip(ref, again):
+        assert b.dfp.dtype == torch.float32 and b.pair_i.dtype == torch.int64
+        assert torch.equal(a.fp, b.fp) and torch.equal(a.dfp, b.dfp) and torch.equal(a.pair_j, b.pair_j)
+        b.dfp.mul_(2.0)  # cached tensors are writable and private (copy-on-write): the file is unchanged
+    c3 = FeatureCache(tmp_path / "c")
+    fp_only = featurize_many(images, s, dtype=torch.float32, cache=c3)  # served from the fpd entries
+    assert c3.hits == 2 and fp_only[0].dfp is None and torch.equal(fp_only[0].fp, ref[0].fp)
+    assert torch.equal(featurize_many(images[:1], s, derivatives=True, dtype=torch.float32,
+                                      cache=FeatureCache(tmp_path / "c"))[0].dfp, ref[0].dfp)
+    # garbage header / wrong magic / empty file: misses, recomputed and rewritten
+    for bad in (b"", b"MFGMPC1\n" + b"\xff" * 8, b"not a cache entry at all"):
+        p.write_bytes(bad)
+        c4 = FeatureCache(tmp_path / "c")
+        f = featurize_many(images[:1], s, derivatives=True, dtype=torch.float32, cache=c4)[0]
+        assert c4.misses == 1 and c4.writes == 1 and torch.equal(f.dfp, ref[0].dfp)
+
+
 def test_setting_keys_and_densities(tmp_path):
     a, b = _setting(), _setting()
     assert a.key() == b.key() and hash(a) == hash(b)

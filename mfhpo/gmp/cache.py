@@ -1,24 +1,38 @@
 """On-disk cache of fingerprints, safe under concurrent writers (several Dask worker processes).
 
-Layout: ``<root>/<setting key>/<structure hash>.<dtype>.<fp|fpd>.npz`` (uncompressed npz with
-``fp`` and, with derivatives, ``pair_i``, ``pair_j``, ``dfp``) plus ``setting.json`` per setting
-folder for humans. Writes go to a unique temporary file in the same folder and are published with
-``os.replace`` (atomic on POSIX), so a reader sees either nothing or a complete file; two workers
-computing the same entry simply both write identical content.
+Layout: ``<root>/<setting key>/<structure hash>.<dtype>.<fp|fpd>.bin`` plus ``setting.json`` per
+setting folder for humans. A ``.bin`` entry is one flat file: an 8-byte magic, an 8-byte header
+length, a small JSON header (array name -> dtype, shape, byte offset) and the raw arrays (``fp`` and,
+with derivatives, ``pair_i``, ``pair_j``, ``dfp``, stored in the requested dtype), 64-byte aligned.
+Reading memory-maps the file (private, copy-on-write) and returns zero-copy ``torch.from_numpy``
+views (no zip/npz parsing, no copies, no up-front read: pages come from the page cache when used);
+a request without derivatives served from a derivative entry maps only the ``fp`` bytes. Writes go to a unique temporary file in the same folder and are
+published with ``os.replace`` (atomic on POSIX), so a reader sees either nothing or a complete file;
+two workers computing the same entry simply both write identical content. Truncated or corrupt
+entries are treated as misses (and recomputed).
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
+import struct
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mfhpo.data import structure_hash
+
+MAGIC = b"MFGMPC1\n"
+_ALIGN = 64
+_NAMES = ("fp", "pair_i", "pair_j", "dfp")
+
+
+def _pad(n: int) -> int:
+    return (-n) % _ALIGN
 
 
 class FeatureCache:
@@ -29,11 +43,26 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
         self.writes = 0
+        self._keys: dict = {}  # id(setting) -> (setting, key): setting.key() hashes every density
+        self._made: set = set()
 
     # ----------------------------------------------------------------------------------------
+    def _setting_key(self, setting) -> str:
+        hit = self._keys.get(id(setting))
+        if hit is not None and hit[0] is setting:
+            return hit[1]
+        key = setting.key()
+        if len(self._keys) > 64:
+            self._keys.clear()
+        self._keys[id(setting)] = (setting, key)
+        return key
+
     def path(self, setting, atoms, dtype: torch.dtype, derivatives: bool) -> Path:
+        return self._path(self._setting_key(setting), structure_hash(atoms), dtype, derivatives)
+
+    def _path(self, skey: str, shash: str, dtype: torch.dtype, derivatives: bool) -> Path:
         dt = str(dtype).replace("torch.", "")
-        return self.root / setting.key() / f"{structure_hash(atoms)}.{dt}.{'fpd' if derivatives else 'fp'}.npz"
+        return self.root / skey / f"{shash}.{dt}.{'fpd' if derivatives else 'fp'}.bin"
 
     def get(self, setting, atoms, dtype: torch.dtype, derivatives: bool):
         """Cached :class:`~mfhpo.gmp.featurizer.Features` (on the CPU) or None.
@@ -42,43 +71,54 @@ class FeatureCache:
         """
         from mfhpo.gmp.featurizer import Features
 
-        cands = [self.path(setting, atoms, dtype, derivatives)]
+        skey, shash = self._setting_key(setting), structure_hash(atoms)
+        cands = [(self._path(skey, shash, dtype, derivatives), derivatives)]
         if not derivatives:
-            cands.append(self.path(setting, atoms, dtype, True))
-        for p in cands:
-            try:
-                with np.load(p) as z:
-                    fp = torch.from_numpy(z["fp"])
-                    if derivatives:
-                        f = Features(fp, torch.from_numpy(z["pair_i"]), torch.from_numpy(z["pair_j"]),
-                                     torch.from_numpy(z["dfp"]))
-                    else:
-                        f = Features(fp)
-            except (FileNotFoundError, OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+            cands.append((self._path(skey, shash, dtype, True), False))
+        for p, want_dfp in cands:
+            arrays = _read(p, _NAMES if want_dfp else ("fp",))
+            if arrays is None:
                 continue
-            if f.fp.shape[0] != len(atoms):
+            fp = arrays["fp"]
+            if fp.ndim != 2 or fp.shape[0] != len(atoms):
                 continue
+            if want_dfp:
+                f = Features(fp, arrays["pair_i"], arrays["pair_j"], arrays["dfp"])
+            else:
+                f = Features(fp)
             self.hits += 1
             return f
         self.misses += 1
         return None
 
     def put(self, setting, atoms, dtype: torch.dtype, derivatives: bool, features) -> Path:
-        p = self.path(setting, atoms, dtype, derivatives)
+        skey = self._setting_key(setting)
+        p = self._path(skey, structure_hash(atoms), dtype, derivatives)
         folder = p.parent
-        if not folder.exists():
-            folder.mkdir(parents=True, exist_ok=True)
+        if folder not in self._made:
+            if not folder.exists():
+                folder.mkdir(parents=True, exist_ok=True)
             meta = folder / "setting.json"
             if not meta.exists():
                 self._atomic_write_text(meta, json.dumps(setting.to_dict(), indent=1))
-        arrays = {"fp": features.fp.detach().cpu().numpy()}
+            self._made.add(folder)
+        arrays = {"fp": features.fp}
         if derivatives:
-            arrays.update(pair_i=features.pair_i.cpu().numpy(), pair_j=features.pair_j.cpu().numpy(),
-                          dfp=features.dfp.detach().cpu().numpy())
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+            arrays.update(pair_i=features.pair_i, pair_j=features.pair_j, dfp=features.dfp)
+        arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in arrays.items()}
+        header, off = {}, 0
+        for k, a in arrays.items():
+            header[k] = [a.dtype.str, list(a.shape), off]
+            off += a.nbytes + _pad(a.nbytes)
+        hb = json.dumps(header).encode()
+        hb += b" " * _pad(len(MAGIC) + 8 + len(hb))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".bin")
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
+                fh.write(MAGIC + struct.pack("<Q", len(hb)) + hb)
+                for a in arrays.values():
+                    fh.write(memoryview(a).cast("B"))
+                    fh.write(b"\0" * _pad(a.nbytes))
             os.replace(tmp, p)
         except BaseException:
             try:
@@ -101,3 +141,47 @@ class FeatureCache:
 
     def __repr__(self) -> str:
         return f"FeatureCache({str(self.root)!r}, hits={self.hits}, misses={self.misses})"
+
+
+def _read(path: Path, names) -> dict | None:
+    """The arrays ``names`` of a cache entry as tensors, or None if missing/incomplete/corrupt.
+
+    The file is memory-mapped copy-on-write (private): no read or copy up front, the pages come
+    from the page cache when used, and writes to the tensors never reach the file. Published
+    entries are immutable (replaced atomically, never rewritten in place), so mapping is safe."""
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            head = fh.read(len(MAGIC) + 8)
+            if len(head) != len(MAGIC) + 8 or head[:len(MAGIC)] != MAGIC:
+                return None
+            (hlen,) = struct.unpack("<Q", head[len(MAGIC):])
+            if hlen > 1 << 20:
+                return None
+            header = json.loads(fh.read(hlen))
+            base = len(MAGIC) + 8 + hlen
+            if any(n not in header for n in names):
+                return None
+            specs = [(n, np.dtype(header[n][0]), tuple(int(x) for x in header[n][1]), int(header[n][2]))
+                     for n in names]
+            end = base + max(off + dt.itemsize * int(np.prod(shape)) for _, dt, shape, off in specs)
+            if os.fstat(fh.fileno()).st_size < end:
+                return None  # truncated
+            try:
+                buf = np.frombuffer(mmap.mmap(fh.fileno(), end, access=mmap.ACCESS_COPY), dtype=np.uint8)
+            except (OSError, ValueError):  # no mmap on this file system: one read
+                buf = np.empty(end, dtype=np.uint8)
+                fh.seek(0)
+                mv, got = memoryview(buf), 0
+                while got < end:
+                    k = fh.readinto(mv[got:])
+                    if not k:
+                        return None
+                    got += k
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return None
+    out = {}
+    for n, dt, shape, off in specs:
+        count = int(np.prod(shape))
+        o = base + off
+        out[n] = torch.from_numpy(buf[o:o + dt.itemsize * count].view(dt).reshape(shape))
+    return out

@@ -2,13 +2,14 @@
 
 Built on vesin's cell list (correct at cell faces, any number of periodic images, cells smaller than
 the cutoff). Non-periodic axes get no images, whatever the box; a fully non-periodic structure may
-have any cell, including none. The result is sorted by (centre, neighbour) and also carries the
-unique (i, j) atom pairs used by the sparse derivative layout.
+have any cell, including none. The result is grouped by centre (self pair first) and also
+carries the unique (i, j) atom pairs, in (i, j) order, used by the sparse derivative layout.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from ase import Atoms
@@ -23,7 +24,8 @@ class NeighborPairs:
     ``i, j`` (npair,) int64; ``d`` (npair, 3) float64 displacement ``r_j + T - r_i``;
     ``upair`` (npair,) index into the unique (i, j) list ``pair_i, pair_j`` (nupair,);
     ``self_upair`` (natoms,) index of (i, i) in that list; ``center_start`` (natoms+1,) offsets of
-    each centre's pairs.
+    each centre's pairs; ``ucenter_start`` (natoms+1,) offsets of each centre's unique pairs. Pairs are
+    grouped by centre (not sorted by j). The unique-pair fields are None with ``unique=False``.
     """
 
     natoms: int
@@ -35,6 +37,7 @@ class NeighborPairs:
     pair_j: np.ndarray
     self_upair: np.ndarray
     center_start: np.ndarray
+    ucenter_start: Optional[np.ndarray] = None
 
     @property
     def npair(self) -> int:
@@ -54,7 +57,9 @@ def _vesin(cutoff: float):
     return nl
 
 
-def neighbor_pairs(atoms: Atoms, cutoff: float) -> NeighborPairs:
+def neighbor_pairs(atoms: Atoms, cutoff: float, unique: bool = True) -> NeighborPairs:
+    """Pairs of ``atoms`` within ``cutoff``; ``unique=False`` skips the unique (i, j) list (those
+    fields are None; pairs are then only grouped by centre, not sorted by j)."""
     n = len(atoms)
     pos = np.ascontiguousarray(atoms.positions, dtype=np.float64)
     pbc = np.asarray(atoms.pbc, dtype=bool)
@@ -81,20 +86,37 @@ def neighbor_pairs(atoms: Atoms, cutoff: float) -> NeighborPairs:
         d = np.zeros((0, 3))
     keep = np.einsum("ij,ij->i", d, d) < cutoff * cutoff
     ar = np.arange(n, dtype=np.int64)
-    i = np.concatenate([ar, i[keep]])
-    j = np.concatenate([ar, j[keep]])
-    d = np.concatenate([np.zeros((n, 3)), d[keep]])
+    i, j, d = i[keep], j[keep], d[keep]
+    if len(i) < 2 or bool(np.all(i[1:] >= i[:-1])):
+        # vesin already groups pairs by centre: insert each centre's self pair in front (O(npair))
+        at = np.searchsorted(i, ar)
+        i = np.insert(i, at, ar)
+        j = np.insert(j, at, ar)
+        d = np.insert(d, at, 0.0, axis=0)
+    else:
+        order = np.argsort(np.concatenate([ar, i]), kind="stable")
+        i = np.concatenate([ar, i])[order]
+        j = np.concatenate([ar, j])[order]
+        d = np.concatenate([np.zeros((n, 3)), d])[order]
+    center_start = np.searchsorted(i, np.arange(n + 1))
+    if not unique:
+        return NeighborPairs(n, i, j, np.ascontiguousarray(d), None, None, None, None, center_start)
     key = i * n + j
-    order = np.argsort(key, kind="stable")
-    i, j, d, key = i[order], j[order], d[order], key[order]
-    new = np.ones(len(key), dtype=bool)
-    new[1:] = key[1:] != key[:-1]
-    upair = np.cumsum(new) - 1
-    ukey = key[new]
+    if n * n <= max(4 * len(key), 1 << 16):
+        # dense (i, j) table: unique pairs in (i, j) order without sorting the pairs
+        present = np.zeros(n * n, dtype=bool)
+        present[key] = True
+        ukey = np.flatnonzero(present)
+        index = np.zeros(n * n, dtype=np.int64)
+        index[ukey] = np.arange(len(ukey))
+        upair = index[key]
+    else:
+        ukey, upair = np.unique(key, return_inverse=True)
     pair_i, pair_j = ukey // n, ukey % n
     self_upair = np.searchsorted(ukey, ar * n + ar)
-    center_start = np.searchsorted(i, np.arange(n + 1))
-    return NeighborPairs(n, i, j, np.ascontiguousarray(d), upair, pair_i, pair_j, self_upair, center_start)
+    ucenter_start = np.searchsorted(pair_i, np.arange(n + 1))
+    return NeighborPairs(n, i, j, np.ascontiguousarray(d), upair, pair_i, pair_j, self_upair, center_start,
+                         ucenter_start)
 
 
 def _complete_cell(cell: np.ndarray, pbc: np.ndarray, pos: np.ndarray, cutoff: float) -> np.ndarray:
