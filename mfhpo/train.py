@@ -307,6 +307,14 @@ def _train(cfg, dataset, budget, out_dir, split, init_checkpoint, cache, dev, dt
             s.apply_scaling(pot)
             s.set_targets(pot)
     sigma = float(pot.sigma)
+    # Force residuals are divided by the training forces' std (in scaled units) so that the force
+    # term is O(1) like the per-atom energy term and force_coefficient means the same on every
+    # dataset (aspirin: sigma ~ 0.01 eV/atom but |F| ~ 1 eV/Å; OC20: the other way round).
+    force_norm = 1.0
+    if tr.forces is not None and bool(tr.free.any()):
+        fstd = float(tr.forces[tr.free].std(unbiased=False)) / sigma
+        if math.isfinite(fstd) and fstd > 1e-12:
+            force_norm = fstd
     logger(f"train {tr.n} structures ({tr.n_atoms} atoms), val {va.n}, test {0 if te is None else te.n}; "
            f"sigma={sigma:.4g} eV/atom; force_coefficient={fc}")
 
@@ -356,7 +364,7 @@ def _train(cfg, dataset, budget, out_dir, split, init_checkpoint, cache, dev, dt
             e_res = e_res / va.natoms.to(e_res.dtype)
         f_res = None
         if train_forces and f is not None:
-            f_res = ((f - va.forces) / pot.sigma)[va.free]
+            f_res = ((f - va.forces) / (pot.sigma * force_norm))[va.free]
         le, lf = _loss_terms(tc.loss, e_res, f_res)
         loss = le if lf is None else le + fc * lf
         nat = va.natoms.to(e.dtype)
@@ -398,7 +406,7 @@ def _train(cfg, dataset, budget, out_dir, split, init_checkpoint, cache, dev, dt
                     e_res = e_res / batch.natoms.to(dtype)
                 f_res = None
                 if train_forces:
-                    f_res = (f - tr.f_scaled[aidx])[tr.free[aidx]]
+                    f_res = (f - tr.f_scaled[aidx])[tr.free[aidx]] / force_norm
                 le, lf = _loss_terms(tc.loss, e_res, f_res)
                 loss = le if lf is None else le + fc * lf
                 loss.backward()

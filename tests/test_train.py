@@ -78,7 +78,7 @@ def test_train_writes_outputs_and_learns(demo_ds, cache, tmp_path):
 
 
 def test_force_training_beats_zero_force(demo_ds, cache, tmp_path):
-    cfg = small_cfg(epochs=30, force_coefficient=0.2, lr=0.005, scheduler="step", step_size=10)
+    cfg = small_cfg(epochs=30, force_coefficient=20.0, lr=0.005, scheduler="step", step_size=10)
     res = run(cfg, demo_ds, tmp_path, "f", cache=cache)
     for split in ("train", "val"):
         m = res.metrics[split]
