@@ -35,10 +35,7 @@ def demo_ds(demo_images):
 def cache(tmp_path_factory):
     from mfhpo.gmp.cache import FeatureCache
 
-    try:
-        return FeatureCache(tmp_path_factory.mktemp("fpcache"))
-    except TypeError:  # TODO: the cache is still a placeholder in mfhpo.gmp
-        return None
+    return FeatureCache(tmp_path_factory.mktemp("fpcache"))
 
 
 def run(cfg, ds, tmp_path, name, budget=None, **kw):
@@ -258,3 +255,14 @@ def test_md_energy_conservation(demo_ds, cache, tmp_path):
     ekin0 = 1.5 * len(atoms) * units.kB * 150
     assert np.all(np.isfinite(etot))
     assert np.abs(etot - etot[0]).max() < 0.02 * ekin0 + 1e-3
+
+
+@pytest.mark.parametrize("per_element", [True, False])
+def test_feature_scaler_per_element_or_global(demo_ds, cache, tmp_path, per_element):
+    from mfhpo.checkpoint import load_potential
+
+    cfg = small_cfg(epochs=1, scale_per_element=per_element)
+    res = run(cfg, demo_ds, tmp_path, f"scale{per_element}", cache=cache)
+    offsets = load_potential(res.checkpoint_path, device="cpu").potential.feat_offset
+    same = bool(torch.allclose(offsets, offsets[:1].expand_as(offsets)))
+    assert same is (not per_element)
