@@ -16,8 +16,6 @@ half-written file. Loads on CPU or GPU (``map_location``).
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mfhpo.atomic import atomic_open
 from mfhpo.errors import MfhpoError
 
 FORMAT_VERSION = 1
@@ -48,19 +47,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **_versions(), "created_at": time.time()}
     data.update(payload)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path) as fh:
+        torch.save(data, fh)
     return path
 
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -22,7 +22,7 @@ from mfhpo.checkpoint import load_checkpoint, predict_store, resolve_device, sav
 from mfhpo.config import Budget, TrialConfig
 from mfhpo.data import Dataset, Split, fit_reference_energies, nested_subset, split_indices
 from mfhpo.errors import MfhpoError
-from mfhpo.metrics import dataset_metrics, energy_force_metrics
+from mfhpo.metrics import dataset_metrics
 from mfhpo.model import FeatureStore, Potential
 
 CURVE_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_energy_mae", "val_energy_mae_per_atom",

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mfhpo.atomic import atomic_open
 from mfhpo.data import structure_hash
 
 MAGIC = b"MFGMPC1\n"
@@ -112,20 +113,11 @@ class FeatureCache:
             off += a.nbytes + _pad(a.nbytes)
         hb = json.dumps(header).encode()
         hb += b" " * _pad(len(MAGIC) + 8 + len(hb))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".bin")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(MAGIC + struct.pack("<Q", len(hb)) + hb)
-                for a in arrays.values():
-                    fh.write(memoryview(a).cast("B"))
-                    fh.write(b"\0" * _pad(a.nbytes))
-            os.replace(tmp, p)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_open(p, fsync=False) as fh:
+            fh.write(MAGIC + struct.pack("<Q", len(hb)) + hb)
+            for a in arrays.values():
+                fh.write(memoryview(a).cast("B"))
+                fh.write(b"\0" * _pad(a.nbytes))
         self.writes += 1
         return p
 

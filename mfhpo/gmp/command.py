@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mfhpo.data import read_structures
+from mfhpo.atomic import atomic_open
 from mfhpo.errors import MfhpoError
 
 
@@ -51,16 +50,7 @@ def featurize_command(structures, setting, out, derivatives: bool = False, dtype
         out = out.with_name(out.name + ".npz")
     if not out.parent.exists():
         raise MfhpoError(f"{out.parent}: output directory does not exist")
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(out, fsync=False, suffix=".npz") as fh:
+        np.savez(fh, **arrays)
     print(f"wrote {len(images)} structures x {gs.nfeat} features{' + derivatives' if derivatives else ''} to {out}")
     return out

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from ase import Atoms
 
 from mfhpo.errors import MfhpoError
 from mfhpo.gmp import mcsh
-from mfhpo.gmp.neighbors import NeighborPairs, neighbor_pairs
+from mfhpo.gmp.neighbors import neighbor_pairs
 from mfhpo.gmp.setting import GMPSetting
 
 GMP_VECTOR_THRESHOLD = 1e-8  # gmp, square=False, multi-component groups: F <= 1e-8 -> 0 (spec 6)

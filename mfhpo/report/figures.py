@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mfhpo.report import analysis  # noqa: E402
-from mfhpo.report.load import CFG_PREFIX, SUCCESS, Study  # noqa: E402
+from mfhpo.report.load import CFG_PREFIX, Study  # noqa: E402
 from mfhpo.report.metrics_info import axis_label  # noqa: E402
 
 STYLE = {"smac-mf": dict(color="tab:blue"), "smac-bo": dict(color="tab:orange"),

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mfhpo.report import analysis
-from mfhpo.report.load import CFG_PREFIX, SUCCESS, Study
+from mfhpo.report.load import CFG_PREFIX, Study
 from mfhpo.report.metrics_info import HEADLINE, METRICS, fmt, metric_info
 
 

@@ -13,7 +13,6 @@ import contextlib
 import math
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
