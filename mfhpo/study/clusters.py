@@ -40,7 +40,6 @@ import weakref
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mfhpo.errors import MfhpoError
@@ -375,17 +374,10 @@ def job_script(cfg: ClusterConfig, *, rundir: Optional[Path] = None) -> str:
 
 def cluster_script_command(study_path: Path) -> None:
     """``mfhpo cluster-script STUDY.yaml``: print the job script of the study's ``cluster:`` section."""
+    from mfhpo.config import load_yaml
+
     study_path = Path(study_path)
-    if not study_path.is_file():
-        raise MfhpoError(f"{study_path}: no such study file")
-    try:
-        doc = yaml.safe_load(study_path.read_text())
-    except yaml.YAMLError as exc:
-        raise MfhpoError(f"{study_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        raise MfhpoError(f"{study_path}: the study must be a YAML mapping")
+    doc = load_yaml(study_path)
     cfg = load_cluster_config(doc.get("cluster"), source=str(study_path))
     name = doc.get("name") or study_path.stem
     if not cfg.is_job_cluster:
