@@ -77,20 +77,11 @@ def baseline_metrics(
     f_true: Optional[np.ndarray] = None,
     free: Optional[np.ndarray] = None,
 ) -> dict[str, float]:
-    """Linear-fit energy baseline (``e_linear`` = Σ n_e ε_e) and zero-force baseline."""
-    de = np.asarray(e_linear, dtype=np.float64) - np.asarray(e_true, dtype=np.float64)
-    natoms = np.asarray(natoms, dtype=np.float64)
-    out = {
-        "baseline_energy_mae": _mae(de),
-        "baseline_energy_mae_per_atom": _mae(de / natoms) if de.size else math.nan,
-    }
-    if f_true is not None:
-        f = np.asarray(f_true, dtype=np.float64).reshape(-1, 3)
-        m = np.ones(len(f), dtype=bool) if free is None else np.asarray(free, dtype=bool).reshape(-1)
-        out.update(baseline_force_mae=_mae(f), baseline_force_mae_free=_mae(f[m]))
-    else:
-        out.update(baseline_force_mae=math.nan, baseline_force_mae_free=math.nan)
-    return out
+    """Linear-fit energy baseline (``e_linear`` = Σ n_e ε_e) and zero-force baseline: the model
+    metrics of those two trivial predictors."""
+    f_zero = None if f_true is None else np.zeros_like(np.asarray(f_true, dtype=np.float64))
+    m = energy_force_metrics(e_linear, e_true, natoms, f_zero, f_true, free)
+    return {f"baseline_{k}": m[k] for k in ("energy_mae", "energy_mae_per_atom", "force_mae", "force_mae_free")}
 
 
 def dataset_metrics(dataset, e_pred: np.ndarray, f_pred: Optional[Sequence[np.ndarray]], refs: dict[str, float]) -> dict:
