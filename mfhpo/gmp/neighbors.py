@@ -1,15 +1,16 @@
-"""Neighbour lists for GMP: every (j, T) with ``|r_j + T - r_i| < cutoff``, the centre itself included.
+"""Neighbour lists for GMP: every (j, T) with ``|r_j + T - r_i| < cutoff`` except the centre itself.
 
 Built on vesin's cell list (correct at cell faces, any number of periodic images, cells smaller than
 the cutoff). Non-periodic axes get no images, whatever the box; a fully non-periodic structure may
-have any cell, including none. The result is grouped by centre (self pair first) and also
-carries the unique (i, j) atom pairs, in (i, j) order, used by the sparse derivative layout.
+have any cell, including none. The result is grouped by centre and excludes the centre itself
+(its constant contribution is added by the featurizer); with ``unique=True`` it also carries the
+unique (i, j) atom pairs, in (i, j) order and including every (i, i), used by the sparse
+derivative layout.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from ase import Atoms
@@ -19,25 +20,27 @@ from mfhpo.errors import MfhpoError
 
 @dataclass
 class NeighborPairs:
-    """Pairs of one structure, sorted by ``(i, j)``.
+    """Pairs of one structure, grouped by centre ``i`` (not sorted by ``j``); the centre itself is
+    not a pair (its periodic images are).
 
-    ``i, j`` (npair,) int64; ``d`` (npair, 3) float64 displacement ``r_j + T - r_i``;
-    ``upair`` (npair,) index into the unique (i, j) list ``pair_i, pair_j`` (nupair,);
-    ``self_upair`` (natoms,) index of (i, i) in that list; ``center_start`` (natoms+1,) offsets of
-    each centre's pairs; ``ucenter_start`` (natoms+1,) offsets of each centre's unique pairs. Pairs are
-    grouped by centre (not sorted by j). The unique-pair fields are None with ``unique=False``.
+    ``i, j`` (npair,) int64; ``d`` (npair, 3) float64 displacement ``r_j + T - r_i``; ``dsq``
+    (npair,) ``|d|^2``; ``center_start`` (natoms+1,) offsets of each centre's pairs. With
+    ``unique=True`` also: ``pair_i, pair_j`` (nupair,) the unique (i, j), in (i, j) order, *always
+    including (i, i)*; ``upair`` (npair,) index of each pair in that list; ``self_upair`` (natoms,)
+    index of (i, i); ``ucenter_start`` (natoms+1,) offsets of each centre's unique pairs (else None).
     """
 
     natoms: int
     i: np.ndarray
     j: np.ndarray
     d: np.ndarray
-    upair: np.ndarray
-    pair_i: np.ndarray
-    pair_j: np.ndarray
-    self_upair: np.ndarray
+    dsq: np.ndarray
     center_start: np.ndarray
-    ucenter_start: Optional[np.ndarray] = None
+    upair: np.ndarray | None = None
+    pair_i: np.ndarray | None = None
+    pair_j: np.ndarray | None = None
+    self_upair: np.ndarray | None = None
+    ucenter_start: np.ndarray | None = None
 
     @property
     def npair(self) -> int:
@@ -58,8 +61,7 @@ def _vesin(cutoff: float):
 
 
 def neighbor_pairs(atoms: Atoms, cutoff: float, unique: bool = True) -> NeighborPairs:
-    """Pairs of ``atoms`` within ``cutoff``; ``unique=False`` skips the unique (i, j) list (those
-    fields are None; pairs are then only grouped by centre, not sorted by j)."""
+    """Pairs of ``atoms`` with ``0 < |d| < cutoff``; ``unique=False`` skips the unique (i, j) list."""
     n = len(atoms)
     pos = np.ascontiguousarray(atoms.positions, dtype=np.float64)
     pbc = np.asarray(atoms.pbc, dtype=bool)
@@ -74,49 +76,51 @@ def neighbor_pairs(atoms: Atoms, cutoff: float, unique: bool = True) -> Neighbor
     else:
         box = np.zeros((3, 3))
     if n > 1 or pbc.any():
-        i, j, S = _vesin(cutoff).compute(points=pos, box=box, periodic=pbc.tolist() if pbc.any() else False,
-                                         quantities="ijS")
+        i, j, d = _vesin(cutoff).compute(points=pos, box=box, periodic=pbc.tolist() if pbc.any() else False,
+                                         quantities="ijD")
         i = i.astype(np.int64)
         j = j.astype(np.int64)
-        d = pos[j] - pos[i]
-        if len(i):
-            d += S.astype(np.float64) @ box
     else:
         i = j = np.zeros(0, dtype=np.int64)
         d = np.zeros((0, 3))
-    keep = np.einsum("ij,ij->i", d, d) < cutoff * cutoff
-    ar = np.arange(n, dtype=np.int64)
-    i, j, d = i[keep], j[keep], d[keep]
-    if len(i) < 2 or bool(np.all(i[1:] >= i[:-1])):
-        # vesin already groups pairs by centre: insert each centre's self pair in front (O(npair))
-        at = np.searchsorted(i, ar)
-        i = np.insert(i, at, ar)
-        j = np.insert(j, at, ar)
-        d = np.insert(d, at, 0.0, axis=0)
-    else:
-        order = np.argsort(np.concatenate([ar, i]), kind="stable")
-        i = np.concatenate([ar, i])[order]
-        j = np.concatenate([ar, j])[order]
-        d = np.concatenate([np.zeros((n, 3)), d])[order]
+    dsq = np.einsum("ij,ij->i", d, d)
+    keep = dsq < cutoff * cutoff  # strict, as AMPTorch; vesin never returns (i, i, T = 0), but be sure
+    keep &= (dsq > 0) | (i != j)
+    if not keep.all():
+        i, j, d, dsq = i[keep], j[keep], d[keep], dsq[keep]
+    if len(i) > 1 and not bool(np.all(i[1:] >= i[:-1])):
+        order = np.argsort(i, kind="stable")
+        i, j, d, dsq = i[order], j[order], d[order], dsq[order]
     center_start = np.searchsorted(i, np.arange(n + 1))
-    if not unique:
-        return NeighborPairs(n, i, j, np.ascontiguousarray(d), None, None, None, None, center_start)
-    key = i * n + j
+    nb = NeighborPairs(n, i, j, np.ascontiguousarray(d), dsq, center_start)
+    if unique:
+        _unique_pairs(nb)
+    return nb
+
+
+def _unique_pairs(nb: NeighborPairs) -> None:
+    """The unique (i, j) list (with every (i, i)) and each pair's index in it."""
+    n = nb.natoms
+    ar = np.arange(n, dtype=np.int64)
+    key = nb.i * n + nb.j
+    self_key = ar * (n + 1)
     if n * n <= max(4 * len(key), 1 << 16):
         # dense (i, j) table: unique pairs in (i, j) order without sorting the pairs
         present = np.zeros(n * n, dtype=bool)
         present[key] = True
+        present[self_key] = True
         ukey = np.flatnonzero(present)
         index = np.zeros(n * n, dtype=np.int64)
         index[ukey] = np.arange(len(ukey))
         upair = index[key]
+        self_upair = index[self_key]
     else:
-        ukey, upair = np.unique(key, return_inverse=True)
-    pair_i, pair_j = ukey // n, ukey % n
-    self_upair = np.searchsorted(ukey, ar * n + ar)
-    ucenter_start = np.searchsorted(pair_i, np.arange(n + 1))
-    return NeighborPairs(n, i, j, np.ascontiguousarray(d), upair, pair_i, pair_j, self_upair, center_start,
-                         ucenter_start)
+        ukey, inv = np.unique(np.concatenate([self_key, key]), return_inverse=True)
+        self_upair, upair = inv[:n], inv[n:]
+    nb.upair = upair
+    nb.pair_i, nb.pair_j = ukey // n, ukey % n
+    nb.self_upair = self_upair
+    nb.ucenter_start = np.searchsorted(nb.pair_i, np.arange(n + 1))
 
 
 def _complete_cell(cell: np.ndarray, pbc: np.ndarray, pos: np.ndarray, cutoff: float) -> np.ndarray:

@@ -1,0 +1,316 @@
+"""GMP on one chunk of centres (pieces of one or more structures): layout, radial functions, component
+sums, features and analytic derivatives. The maths and the tables are in :mod:`mfhpo.gmp.plan`.
+
+Layout of a chunk (all per-pair arrays are *feature-major*: pair index innermost, so elementwise
+kernels run over long contiguous rows):
+
+* Self pairs (the centre itself, ``d = 0``) are not in the pair list. They only add a per-element
+  constant to ``mu`` (``plan.mu_self``); their derivative is zero (``d`` does not depend on the
+  positions), and the (i, i) entries of the sparse derivatives are filled by the centre sums below.
+* Centres are grouped by neighbour count; each centre's pairs are padded to its group's largest
+  count (<= ``PAD_SLACK`` waste), so per-centre sums and per-centre chain-rule matrices are batched
+  GEMMs. Centres are numbered in group order inside the chunk (``gorder`` maps back). Padding
+  columns have ``d = 0`` and ``R = 0``, so they contribute nothing.
+* The radial functions are computed with pairs sorted by neighbour element (one GEMM over the
+  element's Gaussians per element) and then gathered into the padded order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mfhpo.gmp.plan import KIND_NORM, KIND_SIGNED, Plan
+
+PAD_SLACK = 0.2
+
+
+@dataclass
+class Chunk:
+    """Index tables of one chunk (see the module docstring); tensors live on the plan's device."""
+
+    ncentre: int
+    npad: int  # padded pair columns
+    groups: list  # (k0, nc, nn, col0): centres k0..k0+nc (group order) own columns col0 + c*nn + rank
+    gorder: torch.Tensor  # (ncentre,) chunk centre index of each group-ordered centre
+    elc: torch.Tensor  # (ncentre,) element index of each group-ordered centre
+    dT: torch.Tensor  # (3, npad) displacements d = r_j + T - r_i, padded
+    dsq_sorted: torch.Tensor  # (npair,) |d|^2 of the pairs sorted by neighbour element
+    elem_runs: list  # (element, start, count) of the element-sorted pairs
+    src: torch.Tensor  # (npad,) element-sorted index of each padded column (npair: padding)
+    meta: list  # per piece: (centre offset, ncentre, unique-pair offset, nunique)
+    # derivatives only: unique (i, j) pairs of the chunk
+    nupair: int = 0
+    first_col: torch.Tensor | None = None  # (nupair,) column of the first pair of each (i, j); npad: none
+    dup_cols: torch.Tensor | None = None  # columns of the further periodic images
+    dup_up: torch.Tensor | None = None  # their unique-pair index
+    self_up: torch.Tensor | None = None  # (ncentre,) unique index of (i, i), group order
+
+
+def _group_centres(cnt: np.ndarray):
+    """Centres sorted by pair count (descending), cut greedily where the count drops below
+    ``(1 - PAD_SLACK)`` of the group's largest: (order, [(k0, nc, nn, col0)], column base per centre)."""
+    order = np.argsort(-cnt, kind="stable")
+    sc = cnt[order]
+    groups, col_base = [], np.empty(len(cnt), dtype=np.int64)
+    k, col0 = 0, 0
+    while k < len(sc):
+        nn = int(sc[k])
+        k1 = max(int(np.searchsorted(-sc, -(1.0 - PAD_SLACK) * nn, side="right")), k + 1)
+        if nn == 0:
+            k1 = len(sc)  # centres without neighbours: one group, no columns
+        col_base[order[k:k1]] = col0 + nn * np.arange(k1 - k)
+        groups.append((k, k1 - k, nn, col0))
+        col0 += nn * (k1 - k)
+        k = k1
+    return order, groups, col_base
+
+
+def _cat(parts: list) -> np.ndarray:
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def prepare_chunk(plan: Plan, pieces, derivatives: bool) -> Chunk:
+    """Index tables for ``pieces`` = [(image index, NeighborPairs, element indices, c0, c1)]."""
+    ds, dsqs, cis, els, elcs, ups, uss, meta = [], [], [], [], [], [], [], []
+    coff = uoff = 0
+    for (_, nb, elem, c0, c1) in pieces:
+        p0, p1 = int(nb.center_start[c0]), int(nb.center_start[c1])
+        ds.append(nb.d[p0:p1])
+        dsqs.append(nb.dsq[p0:p1])
+        cis.append(nb.i[p0:p1] - (c0 - coff))
+        els.append(elem[nb.j[p0:p1]])
+        elcs.append(elem[c0:c1])
+        nu = 0
+        if derivatives:
+            u0, u1 = int(nb.ucenter_start[c0]), int(nb.ucenter_start[c1])
+            ups.append(nb.upair[p0:p1] - (u0 - uoff))
+            uss.append(nb.self_upair[c0:c1] - (u0 - uoff))
+            nu = u1 - u0
+        meta.append((coff, c1 - c0, uoff, nu))
+        coff += c1 - c0
+        uoff += nu
+    d, dsq, ci, el, elc = _cat(ds), _cat(dsqs), _cat(cis), _cat(els), _cat(elcs)
+    npair = len(ci)
+    cnt = np.bincount(ci, minlength=coff)
+    starts = np.concatenate([[0], np.cumsum(cnt)])
+    order, groups, col_base = _group_centres(cnt)
+    col = col_base[ci] + (np.arange(npair) - starts[ci])  # padded column of every pair
+    npad = groups[-1][3] + groups[-1][1] * groups[-1][2]
+    dT = np.zeros((3, npad))
+    dT[:, col] = d.T
+    eorder = np.argsort(el, kind="stable")
+    ecount = np.bincount(el, minlength=len(plan.elements))
+    estart = np.concatenate([[0], np.cumsum(ecount)])
+    runs = [(e, int(estart[e]), int(ecount[e])) for e in np.flatnonzero(ecount)]
+    src = np.full(npad, npair, dtype=np.int64)
+    src[col[eorder]] = np.arange(npair)
+    dev = plan.device
+
+    def tt(a, dtype=None):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device=dev, dtype=dtype)
+
+    chunk = Chunk(coff, npad, groups, tt(order), tt(elc[order]), tt(dT, plan.dtype), tt(dsq[eorder], plan.dtype),
+                  runs, tt(src), meta)
+    if derivatives:
+        up, us = _cat(ups), _cat(uss)
+        first = np.full(uoff, npad, dtype=np.int64)
+        first[up[::-1]] = col[::-1]  # earliest pair of each (i, j) wins
+        dup = first[up] != col
+        chunk.nupair = uoff
+        chunk.first_col = tt(first)
+        if dup.any():
+            chunk.dup_cols, chunk.dup_up = tt(col[dup]), tt(up[dup])
+        chunk.self_up = tt(us[order])
+    return chunk
+
+
+# --------------------------------------------------------------------------------------------
+# per-pair quantities
+# --------------------------------------------------------------------------------------------
+
+
+def radial(plan: Plan, chunk: Chunk, deriv: bool) -> torch.Tensor:
+    """Radial functions in padded order, part-major: (P, ns, nr, npad) with P = 2 ([R, R']) when
+    ``deriv`` else 1.
+
+    One exp per (pair, density Gaussian, sigma); the sums over Gaussians are one batched GEMM per
+    neighbour element (batch = sigma), written feature-major into the element-sorted buffer."""
+    ns, nr = plan.ns, plan.nr
+    P = 2 if deriv else 1
+    dsq = chunk.dsq_sorted
+    npair = dsq.shape[0]
+    Rs = torch.empty((P, ns, nr, npair + 1), dtype=plan.dtype, device=plan.device)
+    Rs[..., npair] = 0.0  # the padding columns gather this one
+    for e, p0, cnt in chunk.elem_runs:
+        E = torch.exp(plan.neg_eta[e] * dsq[p0:p0 + cnt])  # (ns, K, cnt)
+        for part in range(P):
+            torch.bmm(plan.WT[e][:, part * nr:(part + 1) * nr], E, out=Rs[part, :, :, p0:p0 + cnt])
+    if plan.cosine:
+        _apply_cosine(plan, Rs[..., :npair], dsq, deriv)
+    Rs = Rs.view(P * ns * nr, npair + 1)
+    return torch.gather(Rs, 1, chunk.src.expand(P * ns * nr, -1)).view(P, ns, nr, -1)
+
+
+def _apply_cosine(plan: Plan, Rv: torch.Tensor, dsq: torch.Tensor, deriv: bool) -> None:
+    """Multiply by fc(r) = (cos(pi r / rc) + 1) / 2 in place (and the product rule for R')."""
+    rc = plan.cutoff
+    r = dsq.sqrt()
+    x = (math.pi / rc) * r
+    fc = 0.5 * (torch.cos(x) + 1.0)
+    if deriv:
+        # d fc / d(r^2) = fc'(r) / (2 r) = -(pi / (4 rc)) sin(x) / r ; limit at r = 0: -(pi/rc)^2 / 4
+        pos = r > 0
+        sinc = torch.where(pos, torch.sin(x) / torch.where(pos, r, torch.ones_like(r)),
+                           torch.full_like(r, math.pi / rc))
+        dfc = (-0.25 * math.pi / rc) * sinc
+        Rv[1].mul_(fc).add_(Rv[0] * dfc)
+    Rv[0].mul_(fc)
+
+
+def monomials(plan: Plan, dT: torch.Tensor) -> torch.Tensor:
+    """d^m for all monomials up to maxdeg, feature-major: dT (3, N) -> (nmono, N), degree-block order."""
+    off = plan.deg_off
+    Dm = torch.empty((off[-1], dT.shape[1]), dtype=plan.dtype, device=plan.device)
+    Dm[0] = 1.0
+    for deg in range(1, plan.maxdeg + 1):
+        p0, p1, o = off[deg - 1], off[deg], off[deg]
+        n_prev = p1 - p0
+        torch.mul(Dm[p0:p1], dT[0:1], out=Dm[o:o + n_prev])
+        torch.mul(Dm[p1 - deg:p1], dT[1:2], out=Dm[o + n_prev:o + n_prev + deg])
+        torch.mul(Dm[p1 - 1:p1], dT[2:3], out=Dm[o + n_prev + deg:o + n_prev + deg + 1])
+    return Dm
+
+
+def _centre_view(t: torch.Tensor, c0: int, nc: int, nn: int) -> torch.Tensor:
+    """Columns c0 .. c0 + nc*nn of a feature-major (..., npad) tensor as (nc, ..., nn)."""
+    v = t[..., c0:c0 + nc * nn].unflatten(-1, (nc, nn))
+    return v.movedim(-2, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# component sums and features
+# --------------------------------------------------------------------------------------------
+
+
+def component_sums(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor) -> torch.Tensor:
+    """mu (ncentre, ns*nslot) in group order: X_c = D_c R_c^T (monomials x radial functions, summed
+    over the centre's pairs; one batched GEMM per group), then a constant matrix, plus the self term."""
+    ns, nr = plan.ns, plan.nr
+    X = torch.zeros((chunk.ncentre, plan.nmono, ns * nr), dtype=plan.dtype, device=plan.device)
+    R0 = R[0].reshape(ns * nr, -1)  # (ns*nr, npad)
+    for k0, nc, nn, c0 in chunk.groups:
+        if nn:
+            torch.bmm(_centre_view(Dm, c0, nc, nn), _centre_view(R0, c0, nc, nn).transpose(1, 2),
+                      out=X[k0:k0 + nc])
+    return torch.addmm(plan.mu_self.index_select(0, chunk.elc), X.view(chunk.ncentre, -1), plan.Amat)
+
+
+def features(plan: Plan, mu: torch.Tensor, need_grad: bool):
+    """Features (nc, ncol) from component sums (nc, ns*nslot); with ``need_grad`` also dF/dmu (nc, ncc)."""
+    mcc = mu if plan.cc_identity else mu[:, plan.cc_fi]
+    wm = mcc * plan.cc_w
+    sq = (wm * mcc) @ plan.S  # sum_c w mu^2 per column
+    lin = wm @ plan.S
+    kind = plan.kind
+    norm = sq.clamp_min(0).sqrt()
+    # gmp: F <= 1e-8 -> 0; ordernorm: F < 1e-2 -> 0
+    keep = torch.where(plan.is_ordernorm_thr, norm >= plan.thr, norm > plan.thr)
+    normed = torch.where(keep, norm, torch.zeros_like(norm))
+    fp = torch.where(kind == KIND_SIGNED, lin, torch.where(kind == KIND_NORM, normed, sq))
+    if not need_grad:
+        return fp, None
+    kcc = plan.kind_cc
+    inv = torch.where(keep, 1.0 / torch.where(keep, norm, torch.ones_like(norm)), torch.zeros_like(norm))
+    g_norm = wm * inv[:, plan.cc_col]
+    G = torch.where(kcc == KIND_SIGNED, torch.ones_like(mcc), torch.where(kcc == KIND_NORM, g_norm, 2.0 * wm))
+    return fp, G
+
+
+# --------------------------------------------------------------------------------------------
+# derivatives
+# --------------------------------------------------------------------------------------------
+
+
+def _chain_matrices(plan: Plan, G: torch.Tensor):
+    """Per (centre, sigma) chain-rule matrices: VP (nc*ns, 3*ncs, nbp) on the P basis and
+    VQ (nc*ns, ncs, nbm) on the Q basis, rows (column j, xyz) resp. j."""
+    nc, ns, ncs = G.shape[0], plan.ns, plan.ncs
+    Gp = (G @ plan.Scc).view(nc, ns, plan.nslot, ncs)  # dF_(s, j) / dmu_(s, slot)
+    VP = torch.einsum("sbxk,cskj->csjxb", plan.MP, Gp).reshape(nc * ns, 3 * ncs, plan.nbp)
+    VQ = torch.einsum("sbk,cskj->csjb", plan.A, Gp).reshape(nc * ns, ncs, plan.nbm)
+    return VP, VQ
+
+
+def _basis(plan: Plan, blocks, nb: int, Dg: torch.Tensor, Rg: torch.Tensor) -> torch.Tensor:
+    """Z[c, s, b, k] = d^m(b) R_(s, r(b)) for the blocks (ri, degree, b0, b1) of one basis."""
+    nc, ns, _, nn = Rg.shape
+    Z = torch.empty((nc, ns, nb, nn), dtype=Dg.dtype, device=Dg.device)
+    off = plan.deg_off
+    for ri, g, b0, b1 in blocks:
+        torch.mul(Dg[:, None, off[g]:off[g + 1]], Rg[:, :, ri:ri + 1], out=Z[:, :, b0:b1])
+    return Z
+
+
+def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """dF/dd per padded pair, feature-major (ncs*ns*3 + zero column ...): returns DF (ncs, ns, 3, npad+1)
+    and the per-centre sums (ncentre, ncs*ns*3).
+
+    ``dF_(s,j) / dd = YP + 2 d YQ`` with ``YP = VP ZP`` (gradients of the monomials times R) and
+    ``YQ = VQ ZQ`` (monomials times R'), one pair of batched GEMMs per group (batch = centre x sigma)."""
+    ns, ncs, npad = plan.ns, plan.ncs, chunk.npad
+    VP, VQ = _chain_matrices(plan, G)
+    DF = torch.empty((ncs, ns, 3, npad + 1), dtype=plan.dtype, device=plan.device)
+    DF[..., npad] = 0.0  # unique pairs without a pair (i, i) read this column
+    sums = torch.zeros((ncs * ns * 3, chunk.ncentre), dtype=plan.dtype, device=plan.device)
+    for k0, nc, nn, c0 in chunk.groups:
+        if not nn:
+            continue
+        b = slice(k0 * ns, (k0 + nc) * ns)
+        Dg = _centre_view(Dm, c0, nc, nn)  # (nc, nmono, nn)
+        ZQ = _basis(plan, plan.mu_blocks, plan.nbm, Dg, _centre_view(R[1], c0, nc, nn))
+        YQ = torch.bmm(VQ[b], ZQ.view(nc * ns, plan.nbm, nn)).view(nc, ns, ncs, 1, nn)
+        del ZQ
+        dg = _centre_view(chunk.dT, c0, nc, nn)[:, None, None]  # (nc, 1, 1, 3, nn)
+        out = _centre_view(DF[..., :npad], c0, nc, nn).permute(0, 2, 1, 3, 4)  # (nc, ns, ncs, 3, nn)
+        if plan.nbp:
+            ZP = _basis(plan, plan.p_blocks, plan.nbp, Dg, _centre_view(R[0], c0, nc, nn))
+            YP = torch.bmm(VP[b], ZP.view(nc * ns, plan.nbp, nn)).view(nc, ns, ncs, 3, nn)
+            del ZP
+            torch.addcmul(YP, dg, YQ, value=2.0, out=out)
+        else:
+            torch.mul(dg, YQ, out=out).mul_(2.0)
+        sums[:, k0:k0 + nc] = DF.view(-1, npad + 1)[:, c0:c0 + nc * nn].unflatten(1, (nc, nn)).sum(-1)
+    return DF, sums
+
+
+def sparse_derivatives(plan: Plan, chunk: Chunk, DF: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
+    """Fold padded pairs into the unique (i, j) list: (nupair, ncol, 3) = d fp_i / d r_j.
+
+    A pair (i, j, T) adds dF/dd to (i, j) and subtracts it from (i, i) (``d = r_j + T - r_i``)."""
+    ns, ncs = plan.ns, plan.ncs
+    DFt = DF.view(ncs * ns * 3, -1).t().contiguous()  # pair-major (npad+1, ncs*ns*3)
+    out = DFt.index_select(0, chunk.first_col)
+    if chunk.dup_cols is not None:
+        out.index_add_(0, chunk.dup_up, DFt.index_select(0, chunk.dup_cols))
+    out.index_add_(0, chunk.self_up, sums.t(), alpha=-1.0)
+    if not plan.col_identity:
+        out = out.view(-1, ncs * ns, 3).index_select(1, plan.col_flat)
+    return out.view(-1, plan.ncol, 3)
+
+
+def compute_chunk(plan: Plan, chunk: Chunk, derivatives: bool):
+    """fp (ncentre, ncol) in chunk order and, with derivatives, dfp (nupair, ncol, 3)."""
+    R = radial(plan, chunk, derivatives)
+    Dm = monomials(plan, chunk.dT)
+    mu = component_sums(plan, chunk, R, Dm)
+    F, G = features(plan, mu, need_grad=derivatives)
+    fp = torch.empty_like(F)
+    fp[chunk.gorder] = F
+    if not derivatives:
+        return fp, None
+    DF, sums = pair_derivatives(plan, chunk, R, Dm, G)
+    return fp, sparse_derivatives(plan, chunk, DF, sums)
