@@ -74,6 +74,10 @@ class ModelConfig(_Strict):
     batchnorm: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     init: Literal["xavier", "zero", "default"] = "xavier"
+    # "onehot": append the centre atom's element as a one-hot vector to the scaled fingerprint, so
+    # the shared SingleNN can respond to an environment differently per element (needed with many
+    # elements, e.g. OC20). "none": AMPTorch's SingleNN, the element enters only via the fingerprint.
+    element_input: Literal["none", "onehot"] = "none"
 
     @field_validator("hidden_layers")
     @classmethod
@@ -81,6 +85,12 @@ class ModelConfig(_Strict):
         if not v or any(w < 1 for w in v):
             raise ValueError("hidden_layers must be a non-empty list of positive widths")
         return v
+
+    @model_validator(mode="after")
+    def _element_input(self) -> "ModelConfig":
+        if self.kind == "bpnn" and self.element_input != "none":
+            raise ValueError("element_input: bpnn already has one network per element; use 'none'")
+        return self
 
 
 class TrainingConfig(_Strict):

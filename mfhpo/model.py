@@ -4,7 +4,7 @@ A :class:`Potential` maps *raw* GMP fingerprints of a batch of structures to ene
 forces (eV/Å)::
 
     x_i   = (fp_i - offset[Z_i]) * scale[Z_i]                 feature scaling (fitted on training)
-    e_i   = MLP(x_i)                  (SingleNN: one MLP for all elements; BPNN: MLP[Z_i])
+    e_i   = MLP(x_i [, onehot(Z_i)])  (SingleNN: one MLP for all elements; BPNN: MLP[Z_i])
     E'    = Σ_i e_i                                           energy in scaled units
     E     = sigma * E' + Σ_i ref[Z_i]                         eV
     F'_j  = -Σ_{p: pair_j[p]=j} dfp'[p]^T · dE'/dx[pair_i[p]]   scaled forces, dfp' = dfp * scale[Z_i]
@@ -63,19 +63,24 @@ class AtomicNet(nn.Module):
     """Atomic energy (scaled units) from a scaled fingerprint.
 
     ``singlenn``: one MLP shared by all elements (the element enters only through the fingerprint
-    and the per-element feature scaling). ``bpnn``: one MLP per element (Behler-Parrinello).
+    and the per-element feature scaling; with ``element_input="onehot"`` also as a one-hot vector
+    appended to the scaled fingerprint). ``bpnn``: one MLP per element (Behler-Parrinello).
     """
 
     def __init__(self, n_in: int, n_elements: int, cfg: ModelConfig):
         super().__init__()
         self.kind = cfg.kind
+        self.n_elements = n_elements
+        self.onehot = cfg.element_input == "onehot"
         if cfg.kind == "singlenn":
-            self.mlp = build_mlp(n_in, cfg)
+            self.mlp = build_mlp(n_in + (n_elements if self.onehot else 0), cfg)
         else:
             self.mlps = nn.ModuleList([build_mlp(n_in, cfg) for _ in range(n_elements)])
 
     def forward(self, x: torch.Tensor, elem: torch.Tensor) -> torch.Tensor:
         if self.kind == "singlenn":
+            if self.onehot:
+                x = torch.cat([x, nn.functional.one_hot(elem, self.n_elements).to(x.dtype)], dim=1)
             return self.mlp(x).squeeze(-1)
         out = x.new_zeros(x.shape[0])
         for e in torch.unique(elem).tolist():

@@ -68,10 +68,11 @@ def energy_of(pot, pos, elem):
         return float(pot(b, forces=False)[0][0])
 
 
-@pytest.mark.parametrize("kind,act", [("singlenn", "tanh"), ("singlenn", "silu"), ("bpnn", "gelu")])
+@pytest.mark.parametrize("kind,act,elem_in", [("singlenn", "tanh", "none"), ("singlenn", "silu", "none"),
+                                              ("singlenn", "tanh", "onehot"), ("bpnn", "gelu", "none")])
 @pytest.mark.parametrize("prescale", [False, True])
-def test_forces_are_minus_energy_gradient(kind, act, prescale):
-    pot = make_potential(kind, activation=act)
+def test_forces_are_minus_energy_gradient(kind, act, elem_in, prescale):
+    pot = make_potential(kind, activation=act, element_input=elem_in)
     structs = make_structs()
     feats = [toy_features(p, e) for p, e in structs]
     store = FeatureStore(feats, [e for _, e in structs], device="cpu", dtype=torch.float64, derivatives=True)
@@ -123,6 +124,23 @@ def test_bpnn_uses_one_network_per_element():
     e1 = pot(b, forces=False)[0].detach()
     has_o = torch.zeros(3, dtype=torch.bool).index_fill(0, b.seg[b.elem == 1], True)
     assert torch.all(e0[~has_o] == e1[~has_o]) and torch.all(e0[has_o] != e1[has_o])
+
+
+def test_onehot_element_input_separates_elements():
+    """With element_input=onehot the shared network sees the centre element: the same scaled
+    fingerprint gives different atomic energies for H and O; without it, the same energy."""
+    x = torch.rand(1, len(MUS), dtype=torch.float64).repeat(2, 1)
+    elem = torch.tensor([0, 1])
+    plain = make_potential().net(x, elem)
+    assert plain[0] == plain[1]
+    pot = make_potential(element_input="onehot")
+    assert pot.net.mlp[0].in_features == len(MUS) + 2
+    with torch.no_grad():
+        pot.net.mlp[0].weight.normal_()  # xavier init is random anyway; make sure both columns differ
+    e = pot.net(x, elem)
+    assert e[0] != e[1]
+    with pytest.raises(ValueError, match="element_input"):
+        ModelConfig(kind="bpnn", element_input="onehot")
 
 
 def test_metrics_definitions():

@@ -50,6 +50,7 @@ PARAMS: dict[str, str] = {
     "batchnorm": "model",
     "dropout": "model",
     "init": "model",
+    "element_input": "model",
     # model (training)
     "lr": "model",
     "optimizer": "model",
@@ -63,12 +64,13 @@ PARAMS: dict[str, str] = {
     "energy_per_atom": "model",
     "force_coefficient": "model",
     "feature_scaling": "model",
+    "scale_per_element": "model",
     "grad_clip": "model",
 }
 
 _TRAINING = {"lr", "optimizer", "weight_decay", "scheduler", "step_size", "gamma", "plateau_patience",
-             "batch_size", "loss", "energy_per_atom", "force_coefficient", "feature_scaling", "grad_clip"}
-_MODEL = {"kind", "activation", "batchnorm", "dropout", "init"}
+             "batch_size", "loss", "energy_per_atom", "force_coefficient", "feature_scaling", "scale_per_element", "grad_clip"}
+_MODEL = {"kind", "activation", "batchnorm", "dropout", "init", "element_input"}
 
 
 @dataclass
