@@ -4,9 +4,10 @@ Layout: ``<root>/<setting key>/<structure hash>.<dtype>.<fp|fpd>.bin`` plus ``se
 setting folder for humans. A ``.bin`` entry is one flat file: an 8-byte magic, an 8-byte header
 length, a small JSON header (array name -> dtype, shape, byte offset) and the raw arrays (``fp`` and,
 with derivatives, ``pair_i``, ``pair_j``, ``dfp``, stored in the requested dtype), 64-byte aligned.
-Reading memory-maps the file (private, copy-on-write) and returns zero-copy ``torch.from_numpy``
-views (no zip/npz parsing, no copies, no up-front read: pages come from the page cache when used);
-a request without derivatives served from a derivative entry maps only the ``fp`` bytes. Writes go to a unique temporary file in the same folder and are
+Reading returns zero-copy ``torch.from_numpy`` views of one buffer: small entries (<= 64 KiB) are
+read with one call, larger ones memory-mapped (private, copy-on-write: no up-front read, pages come
+from the page cache when used); a request without derivatives served from a derivative entry
+maps only the ``fp`` bytes. Writes go to a unique temporary file in the same folder and are
 published with ``os.replace`` (atomic on POSIX), so a reader sees either nothing or a complete file;
 two workers computing the same entry simply both write identical content. Truncated or corrupt
 entries are treated as misses (and recomputed).
@@ -15,6 +16,7 @@ entries are treated as misses (and recomputed).
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -41,6 +43,7 @@ class FeatureCache:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._root_str = str(self.root)
         self.hits = 0
         self.misses = 0
         self.writes = 0
@@ -59,11 +62,12 @@ class FeatureCache:
         return key
 
     def path(self, setting, atoms, dtype: torch.dtype, derivatives: bool) -> Path:
-        return self._path(self._setting_key(setting), structure_hash(atoms), dtype, derivatives)
+        return Path(self._path(self._setting_key(setting), structure_hash(atoms), dtype, derivatives))
 
-    def _path(self, skey: str, shash: str, dtype: torch.dtype, derivatives: bool) -> Path:
+    def _path(self, skey: str, shash: str, dtype: torch.dtype, derivatives: bool) -> str:
+        # plain strings: a hit costs little more than the open, so pathlib's overhead showed
         dt = str(dtype).replace("torch.", "")
-        return self.root / skey / f"{shash}.{dt}.{'fpd' if derivatives else 'fp'}.bin"
+        return f"{self._root_str}/{skey}/{shash}.{dt}.{'fpd' if derivatives else 'fp'}.bin"
 
     def get(self, setting, atoms, dtype: torch.dtype, derivatives: bool):
         """Cached :class:`~mfhpo.gmp.featurizer.Features` (on the CPU) or None.
@@ -73,11 +77,9 @@ class FeatureCache:
         from mfhpo.gmp.featurizer import Features
 
         skey, shash = self._setting_key(setting), structure_hash(atoms)
-        cands = [(self._path(skey, shash, dtype, derivatives), derivatives)]
-        if not derivatives:
-            cands.append((self._path(skey, shash, dtype, True), False))
-        for p, want_dfp in cands:
-            arrays = _read(p, _NAMES if want_dfp else ("fp",))
+        for stored_dfp in ((True,) if derivatives else (False, True)):
+            want_dfp = derivatives
+            arrays = _read(self._path(skey, shash, dtype, stored_dfp), _NAMES if want_dfp else ("fp",))
             if arrays is None:
                 continue
             fp = arrays["fp"]
@@ -94,7 +96,7 @@ class FeatureCache:
 
     def put(self, setting, atoms, dtype: torch.dtype, derivatives: bool, features) -> Path:
         skey = self._setting_key(setting)
-        p = self._path(skey, structure_hash(atoms), dtype, derivatives)
+        p = Path(self._path(skey, structure_hash(atoms), dtype, derivatives))
         folder = p.parent
         if folder not in self._made:
             if not folder.exists():
@@ -135,45 +137,67 @@ class FeatureCache:
         return f"FeatureCache({str(self.root)!r}, hits={self.hits}, misses={self.misses})"
 
 
-def _read(path: Path, names) -> dict | None:
+_SMALL = 1 << 16  # entries up to this size are read in one call instead of memory-mapped
+
+
+def _read(path: str | Path, names) -> dict | None:
     """The arrays ``names`` of a cache entry as tensors, or None if missing/incomplete/corrupt.
 
-    The file is memory-mapped copy-on-write (private): no read or copy up front, the pages come
-    from the page cache when used, and writes to the tensors never reach the file. Published
-    entries are immutable (replaced atomically, never rewritten in place), so mapping is safe."""
+    Small entries (<= 64 KiB, e.g. fingerprints without derivatives) are read with one call. Larger
+    ones are memory-mapped copy-on-write (private): no read or copy up front, the pages come from
+    the page cache when used, and writes to the tensors never reach the file. Published entries are
+    immutable (replaced atomically, never rewritten in place), so mapping is safe."""
     try:
         with open(path, "rb", buffering=0) as fh:
-            head = fh.read(len(MAGIC) + 8)
-            if len(head) != len(MAGIC) + 8 or head[:len(MAGIC)] != MAGIC:
+            first = bytearray(_SMALL)
+            got = fh.readinto(first)
+            nh = len(MAGIC) + 8
+            if got < nh or first[:len(MAGIC)] != MAGIC:
                 return None
-            (hlen,) = struct.unpack("<Q", head[len(MAGIC):])
+            (hlen,) = struct.unpack("<Q", first[len(MAGIC):nh])
             if hlen > 1 << 20:
                 return None
-            header = json.loads(fh.read(hlen))
-            base = len(MAGIC) + 8 + hlen
+            if nh + hlen <= got:
+                hb = bytes(first[nh:nh + hlen])
+            else:
+                fh.seek(nh)
+                hb = fh.read(hlen)
+            header = json.loads(hb)
+            base = nh + hlen
             if any(n not in header for n in names):
                 return None
             specs = [(n, np.dtype(header[n][0]), tuple(int(x) for x in header[n][1]), int(header[n][2]))
                      for n in names]
-            end = base + max(off + dt.itemsize * int(np.prod(shape)) for _, dt, shape, off in specs)
-            if os.fstat(fh.fileno()).st_size < end:
+            end = base + max(off + dt.itemsize * math.prod(shape) for _, dt, shape, off in specs)
+            if end <= got:
+                buf = np.frombuffer(first, dtype=np.uint8)
+            elif os.fstat(fh.fileno()).st_size < end:
                 return None  # truncated
-            try:
-                buf = np.frombuffer(mmap.mmap(fh.fileno(), end, access=mmap.ACCESS_COPY), dtype=np.uint8)
-            except (OSError, ValueError):  # no mmap on this file system: one read
-                buf = np.empty(end, dtype=np.uint8)
-                fh.seek(0)
-                mv, got = memoryview(buf), 0
-                while got < end:
-                    k = fh.readinto(mv[got:])
-                    if not k:
-                        return None
-                    got += k
+            else:
+                buf = _map_or_read(fh, end)
+                if buf is None:
+                    return None
     except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
         return None
     out = {}
     for n, dt, shape, off in specs:
-        count = int(np.prod(shape))
+        count = math.prod(shape)
         o = base + off
         out[n] = torch.from_numpy(buf[o:o + dt.itemsize * count].view(dt).reshape(shape))
     return out
+
+
+def _map_or_read(fh, end: int):
+    """The first ``end`` bytes of an open file: memory-mapped copy-on-write, or read if mapping fails."""
+    try:
+        return np.frombuffer(mmap.mmap(fh.fileno(), end, access=mmap.ACCESS_COPY), dtype=np.uint8)
+    except (OSError, ValueError):  # no mmap on this file system: one read
+        buf = np.empty(end, dtype=np.uint8)
+        fh.seek(0)
+        mv, got = memoryview(buf), 0
+        while got < end:
+            k = fh.readinto(mv[got:])
+            if not k:
+                return None
+            got += k
+        return buf

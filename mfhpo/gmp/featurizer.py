@@ -228,24 +228,26 @@ def _run(plan: Plan, images, todo, derivatives: bool, budget: int, source: str):
     pending: list = []  # pieces: (img, nb, elem, c0, c1)
     npend = 0
     partial: dict = {}
+    ws = kernels.Workspace(dev, plan.dtype)
 
     def flush():
         nonlocal pending, npend
         if not pending:
             return []
         chunk = kernels.prepare_chunk(plan, pending, derivatives)
-        fp, dfp = kernels.compute_chunk(plan, chunk, derivatives)
+        fp, dfp = kernels.compute_chunk(plan, chunk, derivatives, ws)
         done = []
-        single = len(pending) == 1
+        # a structure computed in one piece gets views of the chunk's output (no copy: the chunk's
+        # output buffers hold exactly its structures' results); split structures are concatenated
         for (img, nb, elem, c0, c1), (c_off, nc, u_off, nu) in zip(pending, chunk.meta):
-            f = fp if single else fp[c_off:c_off + nc]
-            g = None if dfp is None else (dfp if single else dfp[u_off:u_off + nu])
+            f = fp[c_off:c_off + nc]
+            g = None if dfp is None else dfp[u_off:u_off + nu]
             partial.setdefault(img, []).append((f, g))
             if c1 == nb.natoms:
                 parts = partial.pop(img)
-                fp_all = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0].clone()
+                fp_all = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
                 if derivatives:
-                    dfp_all = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1].clone()
+                    dfp_all = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
                     feats = Features(fp_all, torch.from_numpy(nb.pair_i).to(dev), torch.from_numpy(nb.pair_j).to(dev),
                                      dfp_all)
                 else:

@@ -28,6 +28,27 @@ from mfhpo.gmp.plan import KIND_NORM, KIND_SIGNED, Plan
 PAD_SLACK = 0.2
 
 
+class Workspace:
+    """Scratch buffers reused from chunk to chunk, one per name (grown when needed).
+
+    Large temporaries allocated afresh for every chunk come from the OS each time (the allocator
+    returns big blocks on free), and every new page costs a page fault and zeroing, which on a
+    busy machine is as slow as the arithmetic itself."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype):
+        self.device, self.dtype = device, dtype
+        self.bufs: dict = {}
+
+    def get(self, name: str, shape, dtype: torch.dtype | None = None) -> torch.Tensor:
+        dtype = dtype or self.dtype
+        n = math.prod(shape)
+        buf = self.bufs.get(name)
+        if buf is None or buf.numel() < n or buf.dtype != dtype:
+            buf = torch.empty(max(n, 1) * 5 // 4 + 64, dtype=dtype, device=self.device)
+            self.bufs[name] = buf
+        return buf[:n].view(shape)
+
+
 @dataclass
 class Chunk:
     """Index tables of one chunk (see the module docstring); tensors live on the plan's device."""
@@ -133,7 +154,7 @@ def prepare_chunk(plan: Plan, pieces, derivatives: bool) -> Chunk:
 # --------------------------------------------------------------------------------------------
 
 
-def radial(plan: Plan, chunk: Chunk, deriv: bool) -> torch.Tensor:
+def radial(plan: Plan, chunk: Chunk, deriv: bool, ws: Workspace) -> torch.Tensor:
     """Radial functions in padded order, part-major: (P, ns, nr, npad) with P = 2 ([R, R']) when
     ``deriv`` else 1.
 
@@ -143,16 +164,20 @@ def radial(plan: Plan, chunk: Chunk, deriv: bool) -> torch.Tensor:
     P = 2 if deriv else 1
     dsq = chunk.dsq_sorted
     npair = dsq.shape[0]
-    Rs = torch.empty((P, ns, nr, npair + 1), dtype=plan.dtype, device=plan.device)
+    Rs = ws.get("Rs", (P, ns, nr, npair + 1))
     Rs[..., npair] = 0.0  # the padding columns gather this one
     for e, p0, cnt in chunk.elem_runs:
-        E = torch.exp(plan.neg_eta[e] * dsq[p0:p0 + cnt])  # (ns, K, cnt)
+        eta = plan.neg_eta[e]  # (ns, K, 1)
+        E = ws.get("E", (ns, eta.shape[1], cnt))
+        torch.exp(torch.mul(eta, dsq[p0:p0 + cnt], out=E), out=E)
         for part in range(P):
             torch.bmm(plan.WT[e][:, part * nr:(part + 1) * nr], E, out=Rs[part, :, :, p0:p0 + cnt])
     if plan.cosine:
         _apply_cosine(plan, Rs[..., :npair], dsq, deriv)
     Rs = Rs.view(P * ns * nr, npair + 1)
-    return torch.gather(Rs, 1, chunk.src.expand(P * ns * nr, -1)).view(P, ns, nr, -1)
+    R = ws.get("R", (P * ns * nr, chunk.npad))
+    torch.gather(Rs, 1, chunk.src.expand(P * ns * nr, -1), out=R)
+    return R.view(P, ns, nr, chunk.npad)
 
 
 def _apply_cosine(plan: Plan, Rv: torch.Tensor, dsq: torch.Tensor, deriv: bool) -> None:
@@ -171,10 +196,10 @@ def _apply_cosine(plan: Plan, Rv: torch.Tensor, dsq: torch.Tensor, deriv: bool) 
     Rv[0].mul_(fc)
 
 
-def monomials(plan: Plan, dT: torch.Tensor) -> torch.Tensor:
+def monomials(plan: Plan, dT: torch.Tensor, ws: Workspace) -> torch.Tensor:
     """d^m for all monomials up to maxdeg, feature-major: dT (3, N) -> (nmono, N), degree-block order."""
     off = plan.deg_off
-    Dm = torch.empty((off[-1], dT.shape[1]), dtype=plan.dtype, device=plan.device)
+    Dm = ws.get("Dm", (off[-1], dT.shape[1]))
     Dm[0] = 1.0
     for deg in range(1, plan.maxdeg + 1):
         p0, p1, o = off[deg - 1], off[deg], off[deg]
@@ -245,45 +270,48 @@ def _chain_matrices(plan: Plan, G: torch.Tensor):
     return VP, VQ
 
 
-def _basis(plan: Plan, blocks, nb: int, Dg: torch.Tensor, Rg: torch.Tensor) -> torch.Tensor:
+def _basis(plan: Plan, blocks, nb: int, Dg: torch.Tensor, Rg: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
     """Z[c, s, b, k] = d^m(b) R_(s, r(b)) for the blocks (ri, degree, b0, b1) of one basis."""
-    nc, ns, _, nn = Rg.shape
-    Z = torch.empty((nc, ns, nb, nn), dtype=Dg.dtype, device=Dg.device)
     off = plan.deg_off
     for ri, g, b0, b1 in blocks:
         torch.mul(Dg[:, None, off[g]:off[g + 1]], Rg[:, :, ri:ri + 1], out=Z[:, :, b0:b1])
     return Z
 
 
-def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-    """dF/dd per padded pair, feature-major (ncs*ns*3 + zero column ...): returns DF (ncs, ns, 3, npad+1)
-    and the per-centre sums (ncentre, ncs*ns*3).
+def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor, G: torch.Tensor,
+                     ws: Workspace):
+    """dF/dd of every padded pair, pair-major: DF (npad + 1, ncs*ns*3) with columns (j, s, xyz) and a
+    last all-zero row, and the per-centre sums (ncentre, ncs*ns*3).
 
     ``dF_(s,j) / dd = YP + 2 d YQ`` with ``YP = VP ZP`` (gradients of the monomials times R) and
-    ``YQ = VQ ZQ`` (monomials times R'), one pair of batched GEMMs per group (batch = centre x sigma)."""
+    ``YQ = VQ ZQ`` (monomials times R'): two batched GEMMs per group (batch = centre x sigma), then
+    one 2-D transpose of the whole chunk."""
     ns, ncs, npad = plan.ns, plan.ncs, chunk.npad
+    nbp, nbm = plan.nbp, plan.nbm
+    W = ncs * ns * 3
     VP, VQ = _chain_matrices(plan, G)
-    DF = torch.empty((ncs, ns, 3, npad + 1), dtype=plan.dtype, device=plan.device)
-    DF[..., npad] = 0.0  # unique pairs without a pair (i, i) read this column
-    sums = torch.zeros((ncs * ns * 3, chunk.ncentre), dtype=plan.dtype, device=plan.device)
+    DFf = ws.get("DFf", (ncs, ns, 3, npad + 1))  # feature-major
+    DFf[..., npad] = 0.0  # unique pairs (i, i) without a periodic image read this column
+    sums = torch.zeros((chunk.ncentre, W), dtype=plan.dtype, device=plan.device)
     for k0, nc, nn, c0 in chunk.groups:
         if not nn:
             continue
         b = slice(k0 * ns, (k0 + nc) * ns)
         Dg = _centre_view(Dm, c0, nc, nn)  # (nc, nmono, nn)
-        ZQ = _basis(plan, plan.mu_blocks, plan.nbm, Dg, _centre_view(R[1], c0, nc, nn))
-        YQ = torch.bmm(VQ[b], ZQ.view(nc * ns, plan.nbm, nn)).view(nc, ns, ncs, 1, nn)
-        del ZQ
+        ZQ = _basis(plan, plan.mu_blocks, nbm, Dg, _centre_view(R[1], c0, nc, nn), ws.get("ZQ", (nc, ns, nbm, nn)))
+        YQ = torch.bmm(VQ[b], ZQ.view(nc * ns, nbm, nn), out=ws.get("YQ", (nc * ns, ncs, nn)))
+        YQ = YQ.view(nc, ns, ncs, 1, nn)
         dg = _centre_view(chunk.dT, c0, nc, nn)[:, None, None]  # (nc, 1, 1, 3, nn)
-        out = _centre_view(DF[..., :npad], c0, nc, nn).permute(0, 2, 1, 3, 4)  # (nc, ns, ncs, 3, nn)
-        if plan.nbp:
-            ZP = _basis(plan, plan.p_blocks, plan.nbp, Dg, _centre_view(R[0], c0, nc, nn))
-            YP = torch.bmm(VP[b], ZP.view(nc * ns, plan.nbp, nn)).view(nc, ns, ncs, 3, nn)
-            del ZP
-            torch.addcmul(YP, dg, YQ, value=2.0, out=out)
+        out = _centre_view(DFf[..., :npad], c0, nc, nn).permute(0, 2, 1, 3, 4)  # (nc, ns, ncs, 3, nn)
+        if nbp:
+            ZP = _basis(plan, plan.p_blocks, nbp, Dg, _centre_view(R[0], c0, nc, nn), ws.get("ZP", (nc, ns, nbp, nn)))
+            YP = torch.bmm(VP[b], ZP.view(nc * ns, nbp, nn), out=ws.get("YP", (nc * ns, 3 * ncs, nn)))
+            torch.addcmul(YP.view(nc, ns, ncs, 3, nn), dg, YQ, value=2.0, out=out)
         else:
             torch.mul(dg, YQ, out=out).mul_(2.0)
-        sums[:, k0:k0 + nc] = DF.view(-1, npad + 1)[:, c0:c0 + nc * nn].unflatten(1, (nc, nn)).sum(-1)
+        sums[k0:k0 + nc] = DFf.view(W, npad + 1)[:, c0:c0 + nc * nn].unflatten(1, (nc, nn)).sum(-1).t()
+    DF = ws.get("DF", (npad + 1, W))
+    DF.copy_(DFf.view(W, npad + 1).t())  # plain 2-D transpose
     return DF, sums
 
 
@@ -292,25 +320,24 @@ def sparse_derivatives(plan: Plan, chunk: Chunk, DF: torch.Tensor, sums: torch.T
 
     A pair (i, j, T) adds dF/dd to (i, j) and subtracts it from (i, i) (``d = r_j + T - r_i``)."""
     ns, ncs = plan.ns, plan.ncs
-    DFt = DF.view(ncs * ns * 3, -1).t().contiguous()  # pair-major (npad+1, ncs*ns*3)
-    out = DFt.index_select(0, chunk.first_col)
+    out = DF.index_select(0, chunk.first_col)  # DF: pair-major (npad + 1, ncs*ns*3)
     if chunk.dup_cols is not None:
-        out.index_add_(0, chunk.dup_up, DFt.index_select(0, chunk.dup_cols))
-    out.index_add_(0, chunk.self_up, sums.t(), alpha=-1.0)
+        out.index_add_(0, chunk.dup_up, DF.index_select(0, chunk.dup_cols))
+    out.index_add_(0, chunk.self_up, sums, alpha=-1.0)
     if not plan.col_identity:
         out = out.view(-1, ncs * ns, 3).index_select(1, plan.col_flat)
     return out.view(-1, plan.ncol, 3)
 
 
-def compute_chunk(plan: Plan, chunk: Chunk, derivatives: bool):
+def compute_chunk(plan: Plan, chunk: Chunk, derivatives: bool, ws: Workspace):
     """fp (ncentre, ncol) in chunk order and, with derivatives, dfp (nupair, ncol, 3)."""
-    R = radial(plan, chunk, derivatives)
-    Dm = monomials(plan, chunk.dT)
+    R = radial(plan, chunk, derivatives, ws)
+    Dm = monomials(plan, chunk.dT, ws)
     mu = component_sums(plan, chunk, R, Dm)
     F, G = features(plan, mu, need_grad=derivatives)
     fp = torch.empty_like(F)
     fp[chunk.gorder] = F
     if not derivatives:
         return fp, None
-    DF, sums = pair_derivatives(plan, chunk, R, Dm, G)
+    DF, sums = pair_derivatives(plan, chunk, R, Dm, G, ws)
     return fp, sparse_derivatives(plan, chunk, DF, sums)
