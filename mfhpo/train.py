@@ -549,8 +549,10 @@ def train_command(config: Path, data: Path, out: Path, *, epochs: Optional[int] 
         raise MfhpoError(f"--epochs must be >= 1 and --subset in (0, 1] (got {epochs}, {subset})") from None
     console = Console(stderr=True)
     ds = load_dataset(data, group_key=cfg.split.group_key)
+    # a held-out test split (split.test_fraction > 0) is scored once at the end, never used for selection
     result = train(cfg, ds, budget, Path(out), init_checkpoint=init_checkpoint, device=device, progress=True,
-                   log=lambda m: console.print(m, highlight=False), base_dir=Path(config).resolve().parent)
+                   log=lambda m: console.print(m, highlight=False), base_dir=Path(config).resolve().parent,
+                   eval_test=cfg.split.test_fraction > 0)
     table = Table(title=f"{Path(data).name}: best epoch {result.best_epoch}/{result.epochs_run}")
     table.add_column("split")
     for c in ("energy MAE [eV]", "baseline", "E MAE/atom [eV]", "baseline", "F MAE free [eV/Å]", "zero-F", "F MAE all", "zero-F"):

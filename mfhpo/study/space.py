@@ -378,6 +378,8 @@ def materialize(study, spec: SpaceSpec, flat: dict[str, Any]) -> TrialConfig:
     for k in _MODEL:
         if k in f:
             model[k] = f[k]
+    if model.get("kind") == "bpnn":
+        model.pop("element_input", None)  # one network per element already sees the element
     for k in _TRAINING:
         if k in f:
             training[k] = f[k]
