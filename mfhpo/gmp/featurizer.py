@@ -113,13 +113,12 @@ def _resolve_device(device) -> torch.device:
 
 
 def _element_indices(atoms: Atoms, plan: Plan, where: str) -> np.ndarray:
-    lookup = {el: k for k, el in enumerate(plan.elements)}
-    syms = atoms.get_chemical_symbols()
-    try:
-        return np.fromiter((lookup[s] for s in syms), dtype=np.int64, count=len(syms))
-    except KeyError:
-        missing = sorted(set(syms) - set(lookup))
-        raise MfhpoError(f"{where}: element(s) {', '.join(missing)} have no density in the GMP setting") from None
+    """Index into ``plan.elements`` of every atom (by atomic number)."""
+    idx = plan.z_to_element[atoms.numbers]
+    if (idx < 0).any():
+        missing = sorted(set(np.asarray(atoms.get_chemical_symbols())[idx < 0].tolist()))
+        raise MfhpoError(f"{where}: element(s) {', '.join(missing)} have no density in the GMP setting")
+    return idx
 
 
 def _check_atoms(atoms: Atoms, where: str) -> None:
@@ -263,6 +262,8 @@ def _run(plan: Plan, images, todo, derivatives: bool, budget: int, source: str):
         elem = _element_indices(atoms, plan, where)
         nb = neighbor_pairs(atoms, plan.cutoff, unique=derivatives)
         n = nb.natoms
+        if pending and npend + nb.npair + n > budget >= nb.npair + n:
+            yield from flush()  # a structure that fits in one chunk is not split (no concatenation)
         c0 = 0
         while c0 < n:
             room = budget - npend

@@ -123,7 +123,7 @@ def prepare_chunk(plan: Plan, pieces, derivatives: bool) -> Chunk:
     npad = groups[-1][3] + groups[-1][1] * groups[-1][2]
     dT = np.zeros((3, npad))
     dT[:, col] = d.T
-    eorder = np.argsort(el, kind="stable")
+    eorder = np.argsort(el.astype(np.int16), kind="stable")  # 16-bit keys: radix sort
     ecount = np.bincount(el, minlength=len(plan.elements))
     estart = np.concatenate([[0], np.cumsum(ecount)])
     runs = [(e, int(estart[e]), int(ecount[e])) for e in np.flatnonzero(ecount)]
@@ -264,9 +264,8 @@ def _chain_matrices(plan: Plan, G: torch.Tensor):
     """Per (centre, sigma) chain-rule matrices: VP (nc*ns, 3*ncs, nbp) on the P basis and
     VQ (nc*ns, ncs, nbm) on the Q basis, rows (column j, xyz) resp. j."""
     nc, ns, ncs = G.shape[0], plan.ns, plan.ncs
-    Gp = (G @ plan.Scc).view(nc, ns, plan.nslot, ncs)  # dF_(s, j) / dmu_(s, slot)
-    VP = torch.einsum("sbxk,cskj->csjxb", plan.MP, Gp).reshape(nc * ns, 3 * ncs, plan.nbp)
-    VQ = torch.einsum("sbk,cskj->csjb", plan.A, Gp).reshape(nc * ns, ncs, plan.nbm)
+    VP = (G @ plan.GP).view(nc * ns, 3 * ncs, plan.nbp)
+    VQ = (G @ plan.GQ).view(nc * ns, ncs, plan.nbm)
     return VP, VQ
 
 
@@ -315,14 +314,20 @@ def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor
     return DF, sums
 
 
-def sparse_derivatives(plan: Plan, chunk: Chunk, DF: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
+def sparse_derivatives(plan: Plan, chunk: Chunk, DF: torch.Tensor, sums: torch.Tensor, ws: Workspace) -> torch.Tensor:
     """Fold padded pairs into the unique (i, j) list: (nupair, ncol, 3) = d fp_i / d r_j.
 
-    A pair (i, j, T) adds dF/dd to (i, j) and subtracts it from (i, i) (``d = r_j + T - r_i``)."""
+    A pair (i, j, T) adds dF/dd to (i, j) and subtracts it from (i, i) (``d = r_j + T - r_i``).
+    Only the returned tensor is new memory; the temporaries come from the workspace."""
     ns, ncs = plan.ns, plan.ncs
-    out = DF.index_select(0, chunk.first_col)  # DF: pair-major (npad + 1, ncs*ns*3)
+    W = DF.shape[1]  # DF: pair-major (npad + 1, ncs*ns*3)
+    if plan.col_identity:
+        out = DF.index_select(0, chunk.first_col)
+    else:
+        out = torch.index_select(DF, 0, chunk.first_col, out=ws.get("U", (chunk.nupair, W)))
     if chunk.dup_cols is not None:
-        out.index_add_(0, chunk.dup_up, DF.index_select(0, chunk.dup_cols))
+        dup = torch.index_select(DF, 0, chunk.dup_cols, out=ws.get("dup", (chunk.dup_cols.shape[0], W)))
+        out.index_add_(0, chunk.dup_up, dup)
     out.index_add_(0, chunk.self_up, sums, alpha=-1.0)
     if not plan.col_identity:
         out = out.view(-1, ncs * ns, 3).index_select(1, plan.col_flat)
@@ -340,4 +345,4 @@ def compute_chunk(plan: Plan, chunk: Chunk, derivatives: bool, ws: Workspace):
     if not derivatives:
         return fp, None
     DF, sums = pair_derivatives(plan, chunk, R, Dm, G, ws)
-    return fp, sparse_derivatives(plan, chunk, DF, sums)
+    return fp, sparse_derivatives(plan, chunk, DF, sums, ws)

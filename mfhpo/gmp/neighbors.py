@@ -55,7 +55,7 @@ def _vesin(cutoff: float):
 
     nl = _NL_CACHE.get(cutoff)
     if nl is None:
-        nl = NeighborList(cutoff=float(cutoff), full_list=True, algorithm="cell_list")
+        nl = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True, algorithm="cell_list")
         _NL_CACHE[cutoff] = nl
     return nl
 
@@ -84,11 +84,13 @@ def neighbor_pairs(atoms: Atoms, cutoff: float, unique: bool = True) -> Neighbor
         i = j = np.zeros(0, dtype=np.int64)
         d = np.zeros((0, 3))
     dsq = np.einsum("ij,ij->i", d, d)
-    keep = dsq < cutoff * cutoff  # strict, as AMPTorch; vesin never returns (i, i, T = 0), but be sure
-    keep &= (dsq > 0) | (i != j)
+    keep = dsq < cutoff * cutoff  # strict, as AMPTorch
+    zero = dsq == 0
+    if zero.any():  # vesin never returns (i, i, T = 0), but be sure
+        keep &= ~(zero & (i == j))
     if not keep.all():
         i, j, d, dsq = i[keep], j[keep], d[keep], dsq[keep]
-    if len(i) > 1 and not bool(np.all(i[1:] >= i[:-1])):
+    if len(i) > 1 and not bool(np.all(i[1:] >= i[:-1])):  # vesin sorts by i; be sure
         order = np.argsort(i, kind="stable")
         i, j, d, dsq = i[order], j[order], d[order], dsq[order]
     center_start = np.searchsorted(i, np.arange(n + 1))

@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 import torch
+from ase.data import atomic_numbers, chemical_symbols
 
 from mfhpo.gmp import mcsh
 from mfhpo.gmp.setting import GMPSetting
@@ -71,6 +72,10 @@ class Plan:
         self.sigmas = _distinct_sigmas(setting)
         self.ns = len(self.sigmas)
         self.elements = list(setting.elements)
+        self.z_to_element = np.full(len(chemical_symbols), -1, dtype=np.int64)  # atomic number -> index
+        for k, el in enumerate(self.elements):
+            if el in atomic_numbers:  # anything else can never match an atom
+                self.z_to_element[atomic_numbers[el]] = k
         self.cosine = setting.cutoff_function == "cosine"
         self.cutoff = setting.cutoff
         col_cc, slot_polys, kinds, thresholds = self._components()
@@ -225,7 +230,13 @@ class Plan:
         Scc = np.zeros((ncc, ns * nslot * ncs))  # G (per component entry) -> Gp[s, slot, j]
         for k in range(ncc):
             Scc[k, cc_fi[k] * ncs + col_j[cc_col[k]]] = 1.0
-        self.Scc = torch.tensor(Scc, **t)
+        # chain-rule matrices as one product each: VP[c, (s, j, x, b)] = (G @ GP)[c, ...] with
+        # GP[k, (s, j, x, b)] = sum_slot Scc[k, (s, slot, j)] MP[s, b, x, slot]; VQ likewise with A
+        Sv = Scc.reshape(ncc, ns, nslot, ncs)
+        GP = np.einsum("kstj,sbxt->ksjxb", Sv, self.MP.cpu().numpy())
+        GQ = np.einsum("kstj,sbt->ksjb", Sv, self._A_np)
+        self.GP = torch.tensor(GP.reshape(ncc, -1), **t)
+        self.GQ = torch.tensor(GQ.reshape(ncc, -1), **t)
         flat = [j * ns + si for si, j in zip(col_si, col_j)]  # derivative layout (.., j, s, x)
         self.col_flat = torch.tensor(flat, **li)
         self.col_identity = flat == list(range(ns * ncs))
