@@ -4,8 +4,8 @@ Layout: ``<root>/<setting key>/<structure hash>.<dtype>.<fp|fpd>.bin`` plus ``se
 setting folder for humans. A ``.bin`` entry is one flat file: an 8-byte magic, an 8-byte header
 length, a small JSON header (array name -> dtype, shape, byte offset) and the raw arrays (``fp`` and,
 with derivatives, ``pair_i``, ``pair_j``, ``dfp``, stored in the requested dtype), 64-byte aligned.
-Reading returns zero-copy ``torch.from_numpy`` views of one buffer: small entries (<= 64 KiB) are
-read with one call, larger ones memory-mapped (private, copy-on-write: no up-front read, pages come
+Reading returns zero-copy ``torch.from_numpy`` views of one buffer: small entries (<= 256 KiB) are
+read, larger ones memory-mapped (private, copy-on-write: no up-front read, pages come
 from the page cache when used); a request without derivatives served from a derivative entry
 maps only the ``fp`` bytes. Writes go to a unique temporary file in the same folder and are
 published with ``os.replace`` (atomic on POSIX), so a reader sees either nothing or a complete file;
@@ -15,6 +15,7 @@ entries are treated as misses (and recomputed).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import mmap
@@ -137,16 +138,26 @@ class FeatureCache:
         return f"FeatureCache({str(self.root)!r}, hits={self.hits}, misses={self.misses})"
 
 
-_SMALL = 1 << 16  # entries up to this size are read in one call instead of memory-mapped
+_SMALL = 1 << 14  # the first read; entries up to this size need no other
+_MAP = 1 << 18  # entries larger than this are memory-mapped, smaller ones read
+
+
+@functools.lru_cache(maxsize=1024)
+def _specs(header: bytes, names: tuple):
+    """[(name, dtype, shape, offset)] from an entry's JSON header (headers repeat: same shapes)."""
+    h = json.loads(header)
+    if any(n not in h for n in names):
+        return None
+    return [(n, np.dtype(h[n][0]), tuple(int(x) for x in h[n][1]), int(h[n][2])) for n in names]
 
 
 def _read(path: str | Path, names) -> dict | None:
     """The arrays ``names`` of a cache entry as tensors, or None if missing/incomplete/corrupt.
 
-    Small entries (<= 64 KiB, e.g. fingerprints without derivatives) are read with one call. Larger
-    ones are memory-mapped copy-on-write (private): no read or copy up front, the pages come from
-    the page cache when used, and writes to the tensors never reach the file. Published entries are
-    immutable (replaced atomically, never rewritten in place), so mapping is safe."""
+    Entries up to 256 KiB (e.g. fingerprints without derivatives) are read (one call up to 16 KiB).
+    Larger ones are memory-mapped copy-on-write (private): no read or copy up front, the pages come
+    from the page cache when used, and writes to the tensors never reach the file. Published entries
+    are immutable (replaced atomically, never rewritten in place), so mapping is safe."""
     try:
         with open(path, "rb", buffering=0) as fh:
             first = bytearray(_SMALL)
@@ -162,19 +173,17 @@ def _read(path: str | Path, names) -> dict | None:
             else:
                 fh.seek(nh)
                 hb = fh.read(hlen)
-            header = json.loads(hb)
-            base = nh + hlen
-            if any(n not in header for n in names):
+            specs = _specs(hb, tuple(names))
+            if specs is None:
                 return None
-            specs = [(n, np.dtype(header[n][0]), tuple(int(x) for x in header[n][1]), int(header[n][2]))
-                     for n in names]
+            base = nh + hlen
             end = base + max(off + dt.itemsize * math.prod(shape) for _, dt, shape, off in specs)
             if end <= got:
                 buf = np.frombuffer(first, dtype=np.uint8)
             elif os.fstat(fh.fileno()).st_size < end:
                 return None  # truncated
             else:
-                buf = _map_or_read(fh, end)
+                buf = _read_rest(fh, first, got, end) if end <= _MAP else _map_or_read(fh, end)
                 if buf is None:
                     return None
     except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
@@ -185,6 +194,19 @@ def _read(path: str | Path, names) -> dict | None:
         o = base + off
         out[n] = torch.from_numpy(buf[o:o + dt.itemsize * count].view(dt).reshape(shape))
     return out
+
+
+def _read_rest(fh, first: bytearray, got: int, end: int):
+    """The first ``end`` bytes of a file of which ``first[:got]`` was read already."""
+    buf = np.empty(end, dtype=np.uint8)
+    buf[:got] = np.frombuffer(first, dtype=np.uint8, count=got)
+    mv = memoryview(buf)
+    while got < end:
+        k = fh.readinto(mv[got:])
+        if not k:
+            return None
+        got += k
+    return buf
 
 
 def _map_or_read(fh, end: int):
