@@ -5,8 +5,8 @@ Public API::
     from mfhpo.gmp import GMPSetting, featurize, featurize_many, FeatureCache, Features, dense_dfp
 """
 
-from mfhpo.gmp.setting import GMPSetting
-from mfhpo.gmp.featurizer import Features, dense_dfp, featurize, featurize_many
 from mfhpo.gmp.cache import FeatureCache
+from mfhpo.gmp.featurizer import Features, dense_dfp, featurize, featurize_many
+from mfhpo.gmp.setting import GMPSetting
 
-__all__ = ["GMPSetting", "Features", "dense_dfp", "featurize", "featurize_many", "FeatureCache"]
+__all__ = ["FeatureCache", "Features", "GMPSetting", "dense_dfp", "featurize", "featurize_many"]

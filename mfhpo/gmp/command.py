@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mfhpo.data import read_structures
 from mfhpo.atomic import atomic_open
+from mfhpo.data import read_structures
 from mfhpo.errors import MfhpoError
 
 

@@ -13,8 +13,8 @@ radius.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii
 

@@ -13,7 +13,7 @@ Everything here is pure Python on small dictionaries and runs once per setting (
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from itertools import permutations
 from math import comb, factorial
 
@@ -37,7 +37,7 @@ def _h(p: int, q: int) -> int:
     return factorial(p) // (2 ** q * factorial(q) * factorial(p - 2 * q))
 
 
-@lru_cache(maxsize=None)
+@cache
 def group_indices(order: int) -> tuple[tuple[int, int, int], ...]:
     """Multi-indices (a >= b >= c, a+b+c = order) in reverse lexicographic order: group 1, 2, ..."""
     out = []
@@ -53,7 +53,7 @@ def n_groups(order: int) -> int:
     return len(group_indices(order))
 
 
-@lru_cache(maxsize=None)
+@cache
 def components(abc: tuple[int, int, int]) -> tuple[tuple[int, int, int], ...]:
     """The distinct permutations of a group's multi-index (sorted, order irrelevant for features)."""
     return tuple(sorted(set(permutations(abc)), reverse=True))
@@ -71,7 +71,7 @@ def _multinomial_r2(t: int) -> Poly:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _harmonic(abc: tuple[int, int, int], keep_r2: bool) -> tuple:
     a, b, c = abc
     n = a + b + c
@@ -105,7 +105,7 @@ def scale_by_inv_rs(poly: Poly, inv_rs: float) -> Poly:
     return {m: c * inv_rs ** sum(m) for m, c in poly.items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _monomial_expectation(m: tuple[int, int, int]) -> tuple:
     """E[x^a y^b z^c] for X ~ N(mu, s^2 I): terms {((a',b',c'), j): coef} meaning coef mu^m' s^(2j)."""
     per_axis = []

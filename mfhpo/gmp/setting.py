@@ -14,13 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from mfhpo.errors import MfhpoError
 from mfhpo.gmp import mcsh
-from mfhpo.gmp.densities import Density, default_density, known_symbol, load_density_dir, read_g_file
+from mfhpo.gmp.densities import (
+    Density,
+    default_density,
+    known_symbol,
+    load_density_dir,
+    read_g_file,
+)
 
 # bump when the numerical definition changes (invalidates caches)
 DEFINITION_VERSION = "mfhpo-gmp-1"
@@ -117,7 +124,7 @@ class GMPSetting:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "GMPSetting":
+    def from_dict(cls, d: Mapping) -> GMPSetting:
         return cls(
             scheme=d["scheme"], columns=tuple(tuple(c) for c in d["columns"]), cutoff=d["cutoff"],
             cutoff_function=d.get("cutoff_function", "hard"), square=bool(d.get("square", False)),
@@ -151,7 +158,7 @@ class GMPSetting:
     # constructors
     # ----------------------------------------------------------------------------------------
     @classmethod
-    def from_amptorch_json(cls, path: str | Path) -> "GMPSetting":
+    def from_amptorch_json(cls, path: str | Path) -> GMPSetting:
         path = Path(path)
         if not path.exists():
             raise MfhpoError(f"{path}: file not found")
@@ -166,7 +173,7 @@ class GMPSetting:
         return cls.from_amptorch_dict(d, path.parent, source=str(path))
 
     @classmethod
-    def from_amptorch_dict(cls, d: Any, base_dir: str | Path | None = None, source: str = "<setting>") -> "GMPSetting":
+    def from_amptorch_dict(cls, d: Any, base_dir: str | Path | None = None, source: str = "<setting>") -> GMPSetting:
         """AMPTorch's ``{"fp_scheme", "fp_params", "elements"}``; ``.g`` paths relative to ``base_dir``."""
         src = source
         base = Path(base_dir) if base_dir is not None else Path(".")
@@ -244,7 +251,7 @@ class GMPSetting:
                    elements=tuple(elements), densities=densities)
 
     @classmethod
-    def from_descriptor(cls, desc, elements: Iterable[str], base_dir: str | Path | None = None) -> "GMPSetting":
+    def from_descriptor(cls, desc, elements: Iterable[str], base_dir: str | Path | None = None) -> GMPSetting:
         """From :class:`mfhpo.config.DescriptorConfig` for the given elements."""
         elements = sorted(set(elements))
         if not elements:
