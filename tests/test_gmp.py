@@ -136,12 +136,18 @@ def test_batching_and_float32():
     images = [_slab(), _molecule(), bulk("Pt", "fcc", a=3.9)]
     one = [featurize(a, s, derivatives=True) for a in images]
     many = featurize_many(images, s, derivatives=True)
+    # batching changes only the rounding; relative to the largest derivative of the set, as the
+    # one-atom Pt crystal's derivatives are exactly 0 (all its neighbours are its own images) and
+    # come out as rounding noise of ~1e-15
+    dscale = max(np.abs(a.dfp.numpy()).max() for a in one)
     for a, b in zip(one, many):
         assert torch.equal(a.pair_i, b.pair_i)
         assert _relmax(b.fp, a.fp) < 1e-12
-        assert np.abs((b.dfp - a.dfp).numpy()).max() <= 1e-12 * np.abs(a.dfp.numpy()).max()
+        assert np.abs((b.dfp - a.dfp).numpy()).max() <= 1e-12 * dscale
+    assert np.abs(one[2].dfp.numpy()).max() < 1e-12 * dscale  # the Pt crystal: exactly 0 up to rounding
+    # float32 output is the float64 result, cast (same batch, so the same float64 values)
     f32 = featurize_many(images, s, derivatives=True, dtype=torch.float32)
-    for a, b in zip(one, f32):
+    for a, b in zip(many, f32):
         assert b.fp.dtype == torch.float32 and b.dfp.dtype == torch.float32
         assert _relmax(b.fp.double(), a.fp) < 1e-6
         assert torch.equal(b.dfp, a.dfp.float())

@@ -55,7 +55,7 @@ def _vesin(cutoff: float):
 
     nl = _NL_CACHE.get(cutoff)
     if nl is None:
-        nl = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True, algorithm="cell_list")
+        nl = NeighborList(cutoff=float(cutoff), full_list=False, algorithm="cell_list")  # half list
         _NL_CACHE[cutoff] = nl
     return nl
 
@@ -76,10 +76,9 @@ def neighbor_pairs(atoms: Atoms, cutoff: float, unique: bool = True) -> Neighbor
     else:
         box = np.zeros((3, 3))
     if n > 1 or pbc.any():
+        # each pair once; views into vesin's buffers (valid until its next call), copied below
         i, j, d = _vesin(cutoff).compute(points=pos, box=box, periodic=pbc.tolist() if pbc.any() else False,
-                                         quantities="ijD")
-        i = i.astype(np.int64)
-        j = j.astype(np.int64)
+                                         quantities="ijD", copy=False)
     else:
         i = j = np.zeros(0, dtype=np.int64)
         d = np.zeros((0, 3))
@@ -90,14 +89,23 @@ def neighbor_pairs(atoms: Atoms, cutoff: float, unique: bool = True) -> Neighbor
         keep &= ~(zero & (i == j))
     if not keep.all():
         i, j, d, dsq = i[keep], j[keep], d[keep], dsq[keep]
-    if len(i) > 1 and not bool(np.all(i[1:] >= i[:-1])):  # vesin sorts by i; be sure
-        order = np.argsort(i, kind="stable")
-        i, j, d, dsq = i[order], j[order], d[order], dsq[order]
+    i, j, d, dsq = _full_list(n, i, j, d, dsq)
     center_start = np.searchsorted(i, np.arange(n + 1))
     nb = NeighborPairs(n, i, j, np.ascontiguousarray(d), dsq, center_start)
     if unique:
         _unique_pairs(nb)
     return nb
+
+
+def _full_list(n: int, i, j, d, dsq):
+    """Every pair (i, j, T) of a half list also as (j, i, -T), grouped by centre (stable sort by i;
+    16-bit keys sort by radix)."""
+    ii = np.concatenate([i, j])
+    order = np.argsort(ii.astype(np.int16 if n < 1 << 15 else np.int64), kind="stable")
+    jj = np.concatenate([j, i])
+    dd = np.concatenate([d, -d])
+    return (ii[order].astype(np.int64), jj[order].astype(np.int64), dd[order],
+            np.concatenate([dsq, dsq])[order])
 
 
 def _unique_pairs(nb: NeighborPairs) -> None:
