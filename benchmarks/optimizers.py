@@ -39,9 +39,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -113,15 +114,10 @@ class _MemoryCache:
 
 _REAL_STATE: dict = {}
 
-
-def demo_study_dict(n_structures: int, max_epochs: int, max_budget: float, eta: int) -> dict:
-    """The real objective as an mfhpo study (so the space goes through mfhpo.study.space)."""
-    return {
-        "name": "optbench-demo",
-        "seed": 0,
-        "data": {"train": "demo", "demo_structures": int(n_structures), "demo_seed": 0,
-                 "val_fraction": 0.2, "test_fraction": 0.0, "split_seed": 0},
-        "metric": {"energy": "energy_mae_per_atom", "forces": "force_mae_free", "force_weight": 0.1},
+# The two real objectives: the data, the search space and the cost (study metric). ``demo``: the
+# built-in demo slabs (mfhpo.demo); ``emt``: rattled, strained CuAu fcc cells (generate_emt_bulk).
+REAL_OBJECTIVES: dict[str, dict] = {
+    "demo": {
         "space": {
             "num_layers": {"low": 1, "high": 3},
             "nodes": {"low": 4, "high": 128, "log": True},
@@ -132,18 +128,78 @@ def demo_study_dict(n_structures: int, max_epochs: int, max_budget: float, eta: 
             "scheduler": "none",
             "loss": "mse",
         },
+        "metric": {"energy": "energy_mae_per_atom", "forces": "force_mae_free", "force_weight": 0.1},
+        "label": "val E_MAE/atom + 0.1 F_MAE_free",
+    },
+    "emt": {
+        "space": {
+            "num_layers": {"low": 1, "high": 3},
+            "nodes": {"low": 4, "high": 128, "log": True},
+            "activation": {"choices": ["tanh", "silu", "softplus"]},
+            "lr": {"low": 1.0e-4, "high": 3.0e-2, "log": True},
+            "batch_size": {"low": 8, "high": 64, "log": True},
+            "force_coefficient": {"low": 0.1, "high": 30.0, "log": True},
+            "scheduler": "none",
+            "loss": "mse",
+        },
+        "metric": {"energy": "energy_mae_per_atom", "forces": "force_mae", "force_weight": 1.0},
+        "label": "val E_MAE/atom + F_MAE",
+    },
+}
+
+
+def generate_emt_bulk(n_structures: int, seed: int = 0, rattle: float = 0.1, strain: float = 0.04) -> list:
+    """``n_structures`` 8-atom fcc cells (2x1x1 conventional, a = 3.75 Å) with a random Cu/Au
+    occupation, a random strain (each cell-matrix entry within ±``strain``, off-diagonals 0.3x) and a
+    Gaussian rattle of ``rattle`` Å, labelled with ASE's EMT (energy, forces). No constraints."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(seed)
+    calc = EMT()
+    out = []
+    for _ in range(int(n_structures)):
+        a = bulk("Cu", "fcc", a=3.75, cubic=True).repeat((2, 1, 1))
+        a.set_chemical_symbols(list(rng.choice(["Cu", "Au"], size=len(a))))
+        eps = rng.uniform(-strain, strain, (3, 3)) * (np.eye(3) + 0.3)
+        a.set_cell(a.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+        a.positions += rng.normal(0.0, rattle, a.positions.shape)
+        a.calc = calc
+        e, f = a.get_potential_energy(), a.get_forces()
+        a.calc = SinglePointCalculator(a, energy=float(e), forces=f)
+        out.append(a)
+    return out
+
+
+def real_study_dict(kind: str, n_structures: int, max_epochs: int, max_budget: float, eta: int) -> dict:
+    """A real objective as an mfhpo study (so the space goes through mfhpo.study.space and budgets
+    through mfhpo.study.fidelity). ``data.train`` is "demo" for both kinds: the study schema needs a
+    source; the images themselves come from ``_real_state``."""
+    o = REAL_OBJECTIVES[kind]
+    return {
+        "name": f"optbench-{kind}",
+        "seed": 0,
+        "data": {"train": "demo", "demo_structures": int(n_structures), "demo_seed": 0,
+                 "val_fraction": 0.2 if kind == "demo" else 0.25, "test_fraction": 0.0, "split_seed": 0},
+        "metric": dict(o["metric"]),
+        "space": json.loads(json.dumps(o["space"])),
         "fixed": {"descriptor": {"cutoff": 6.0}, "training": {"dtype": "float64", "grad_clip": 10.0}},
         "fidelity": {"min_budget": 1, "max_budget": max_budget, "eta": eta,
-                     "epochs": {"min": max(1, int(round(max_epochs / max_budget))), "max": int(max_epochs),
+                     "epochs": {"min": max(1, round(max_epochs / max_budget)), "max": int(max_epochs),
                                 "scale": "linear"}},
         "budget": {"trials": 100000},
         "optimizer": "smac-mf",
     }
 
 
-def _real_state(study_dict: dict, cache_dir: str | None) -> dict:
+def demo_study_dict(n_structures: int, max_epochs: int, max_budget: float, eta: int) -> dict:
+    return real_study_dict("demo", n_structures, max_epochs, max_budget, eta)
+
+
+def _real_state(study_dict: dict, cache_dir: str | None, kind: str = "demo") -> dict:
     """Per process: study, space, dataset, split, and features precomputed once."""
-    key = json.dumps(study_dict, sort_keys=True)
+    key = json.dumps([kind, study_dict], sort_keys=True)
     if _REAL_STATE.get("key") == key:
         return _REAL_STATE
     import torch
@@ -157,10 +213,12 @@ def _real_state(study_dict: dict, cache_dir: str | None) -> dict:
     from mfhpo.train import make_split
 
     torch.set_num_threads(1)  # small networks: one thread is fastest, and runs may go in parallel
-    study = parse_study(study_dict, "<optbench-demo>")
-    spec = build_space_spec(study, "<optbench-demo>")
+    study = parse_study(study_dict, f"<optbench-{kind}>")
+    spec = build_space_spec(study, f"<optbench-{kind}>")
     d = study.data
-    ds = Dataset.from_images(generate_demo(d.demo_structures, seed=d.demo_seed), source="demo")
+    images = (generate_demo(d.demo_structures, seed=d.demo_seed) if kind == "demo"
+              else generate_emt_bulk(d.demo_structures, seed=d.demo_seed))
+    ds = Dataset.from_images(images, source=kind)
     disk = None
     if cache_dir:
         try:
@@ -181,14 +239,15 @@ def _real_state(study_dict: dict, cache_dir: str | None) -> dict:
     return _REAL_STATE
 
 
-def demo_objective(n_structures: int = 150, max_epochs: int = 54, max_budget: float = 27.0, eta: int = 3,
-                   cache_dir: str | None = None) -> Objective:
-    study_dict = demo_study_dict(n_structures, max_epochs, max_budget, eta)
+def real_objective(kind: str = "emt", n_structures: int = 120, max_epochs: int = 81, max_budget: float = 27.0,
+                   eta: int = 3, cache_dir: str | None = None) -> Objective:
+    """GMP + SingleNN trainings (mfhpo.train.train) on the ``kind`` data; value = the study cost."""
+    study_dict = real_study_dict(kind, n_structures, max_epochs, max_budget, eta)
 
     def configspace(seed):
         from mfhpo.study.space import to_configspace
 
-        st = _real_state(study_dict, cache_dir)
+        st = _real_state(study_dict, cache_dir, kind)
         return to_configspace(st["spec"], seed=seed)
 
     def evaluate(config, budget):
@@ -197,7 +256,7 @@ def demo_objective(n_structures: int = 150, max_epochs: int = 54, max_budget: fl
         from mfhpo.study.space import config_to_flat, materialize
         from mfhpo.train import train
 
-        st = _real_state(study_dict, cache_dir)
+        st = _real_state(study_dict, cache_dir, kind)
         study = st["study"]
         cfg = materialize(study, st["spec"], config_to_flat(config))
         fid = budget_to_fidelity(study.fidelity, budget)
@@ -216,9 +275,13 @@ def demo_objective(n_structures: int = 150, max_epochs: int = 54, max_budget: fl
             return float("nan"), units, None
         return cost, units, cost if full else None
 
-    return Objective("demo", 1.0, float(max_budget), eta, configspace, evaluate,
-                     "val E_MAE/atom + 0.1 F_MAE_free",
+    return Objective(kind, 1.0, float(max_budget), eta, configspace, evaluate, REAL_OBJECTIVES[kind]["label"],
                      {"n_structures": n_structures, "max_epochs": max_epochs, "study": study_dict})
+
+
+def demo_objective(n_structures: int = 150, max_epochs: int = 54, max_budget: float = 27.0, eta: int = 3,
+                   cache_dir: str | None = None) -> Objective:
+    return real_objective("demo", n_structures, max_epochs, max_budget, eta, cache_dir)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -227,7 +290,7 @@ def demo_objective(n_structures: int = 150, max_epochs: int = 54, max_budget: fl
 
 
 def run_one(obj: Objective, kind: str, seed: int, total_compute: float, initial_design: int = 5,
-            crash_cost: float = 1000.0) -> dict:
+            crash_cost: float = 1000.0, min_trials: int | None = None) -> dict:
     """Run ``kind`` on ``obj`` until ``total_compute`` full-budget equivalents are spent."""
     from smac.runhistory import TrialValue
     from smac.runhistory.enumerations import StatusType
@@ -245,7 +308,7 @@ def run_one(obj: Objective, kind: str, seed: int, total_compute: float, initial_
     try:
         opt = make_optimizer(kind, cs, min_budget=obj.min_budget, max_budget=obj.max_budget, eta=obj.eta,
                              seed=seed, output_dir=Path(tmp), n_trials=100000, initial_design=initial_design,
-                             crash_cost=crash_cost, overwrite=True)
+                             crash_cost=crash_cost, overwrite=True, min_trials=min_trials)
         spent = 0.0
         while spent < total_compute - 1e-9:
             info = opt.ask()
@@ -268,14 +331,14 @@ def run_one(obj: Objective, kind: str, seed: int, total_compute: float, initial_
 
 
 def _run_task(args: tuple) -> dict:
-    obj_spec, kind, seed, total, init = args
-    return run_one(build_objective(obj_spec), kind, seed, total, initial_design=init)
+    obj_spec, kind, seed, total, init, min_trials = args
+    return run_one(build_objective(obj_spec), kind, seed, total, initial_design=init, min_trials=min_trials)
 
 
 def build_objective(spec: dict) -> Objective:
     if spec["name"].startswith("hartmann"):
         return synthetic_objective(int(spec["name"][-1]), spec["preset"], spec["max_budget"], spec["eta"])
-    return demo_objective(spec["n_structures"], spec["max_epochs"], spec["max_budget"], spec["eta"],
+    return real_objective(spec["name"], spec["n_structures"], spec["max_epochs"], spec["max_budget"], spec["eta"],
                           spec.get("cache_dir"))
 
 
@@ -304,13 +367,41 @@ def median_curve(runs: list[dict], grid: np.ndarray) -> np.ndarray:
     return np.array([quartiles([best_at(r["records"], c) for r in runs])[1] for c in grid])
 
 
+def best_matrix(runs: list[dict], grid) -> np.ndarray:
+    """``best_at`` of every run (rows) at every compute in ``grid`` (columns), vectorised."""
+    grid = np.asarray(grid, dtype=float)
+    out = np.full((len(runs), len(grid)), math.inf)
+    for i, r in enumerate(runs):
+        if not r["records"]:
+            continue
+        comp = np.array([x["compute"] for x in r["records"]], dtype=float)
+        full = np.array([math.inf if x["full"] is None else x["full"] for x in r["records"]], dtype=float)
+        order = np.argsort(comp, kind="stable")
+        comp, best = comp[order], np.minimum.accumulate(full[order])
+        k = np.searchsorted(comp, grid + 1e-9, side="right") - 1
+        ok = k >= 0
+        out[i, ok] = best[k[ok]]
+    return out
+
+
+def _events(runs: list[dict], total: float) -> np.ndarray:
+    return np.array(sorted({x["compute"] for r in runs for x in r["records"] if x["compute"] <= total + 1e-9}))
+
+
+def _first_reach(mat: np.ndarray, events: np.ndarray, target: float) -> float:
+    """First event at which the median over rows of ``mat`` is <= target (inf if never)."""
+    if mat.shape[0] == 0 or len(events) == 0:
+        return math.inf
+    with np.errstate(invalid="ignore"):
+        med = np.median(mat, axis=0)  # +inf (no full-budget result yet) sorts last
+    hit = np.nonzero(med <= target + 1e-12)[0]
+    return float(events[hit[0]]) if len(hit) else math.inf
+
+
 def compute_to_reach(runs: list[dict], target: float, total: float) -> float:
     """First compute at which the median-over-seeds incumbent is <= target (inf if never)."""
-    events = sorted({r2["compute"] for r in runs for r2 in r["records"] if r2["compute"] <= total + 1e-9})
-    for c in events:
-        if quartiles([best_at(r["records"], c) for r in runs])[1] <= target + 1e-12:
-            return float(c)
-    return math.inf
+    ev = _events(runs, total)
+    return _first_reach(best_matrix(runs, ev), ev, target)
 
 
 def per_seed_reach(runs: list[dict], target: float, total: float) -> list[float]:
@@ -322,7 +413,32 @@ def per_seed_reach(runs: list[dict], target: float, total: float) -> list[float]
     return out
 
 
-def summarize(results: list[dict], objective: str, total: float, checkpoints: list[float]) -> dict:
+def bootstrap_ratio(runs: list[dict], random_runs: list[dict], total: float, n_boot: int = 1000,
+                    seed: int = 0) -> dict:
+    """Uncertainty of the compute-to-reach ratio over seeds: resample the seeds of ``runs`` and of
+    random search independently (with replacement), recompute random's final median T, the compute
+    random's median curve needs for T and the compute ``runs``' median curve needs. Returns the
+    5/50/95 percentiles of the ratio and the fraction of resamples with ratio <= 1/3."""
+    rng = np.random.default_rng(seed)
+    ev_m, ev_r = _events(runs, total), _events(random_runs, total)
+    m_mat, r_mat = best_matrix(runs, ev_m), best_matrix(random_runs, ev_r)
+    r_final = best_matrix(random_runs, [total])[:, 0]
+    ratios = np.empty(n_boot)
+    for b in range(n_boot):
+        i = rng.integers(len(runs), size=len(runs))
+        j = rng.integers(len(random_runs), size=len(random_runs))
+        t = float(np.median(r_final[j]))
+        c_r = _first_reach(r_mat[j], ev_r, t)
+        c_m = _first_reach(m_mat[i], ev_m, t)
+        ratios[b] = c_m / c_r if (math.isfinite(c_r) and c_r > 0) else math.nan
+    fin = np.where(np.isnan(ratios), math.inf, ratios)
+    pct = {q: float(np.percentile(fin, q, method="nearest")) for q in (5, 50, 95)}
+    return {"p05": pct[5], "p50": pct[50], "p95": pct[95], "p_target": float(np.mean(fin <= TARGET_RATIO + 1e-12)),
+            "n_boot": n_boot}
+
+
+def summarize(results: list[dict], objective: str, total: float, checkpoints: list[float],
+              n_boot: int = 1000) -> dict:
     by = {k: [r for r in results if r["objective"] == objective and r["kind"] == k] for k in KINDS}
     by = {k: v for k, v in by.items() if v}
     summ: dict[str, Any] = {"objective": objective, "total_compute": total, "checkpoints": {}, "reach": {}}
@@ -344,6 +460,8 @@ def summarize(results: list[dict], objective: str, total: float, checkpoints: li
                                 "ratio_to_random_total": c / total,
                                 "seeds_reached": int(sum(math.isfinite(x) for x in ps)), "seeds": len(ps),
                                 "per_seed_compute": ps}
+            if k != "random" and n_boot > 0:
+                summ["reach"][k]["bootstrap"] = bootstrap_ratio(runs, by["random"], total, n_boot=n_boot)
         mf = summ["reach"].get("smac-mf")
         if mf is not None:
             summ["target_met"] = bool(mf["ratio_to_random"] <= TARGET_RATIO + 1e-12)
@@ -361,8 +479,16 @@ def _fmt(v: float) -> str:
 
 
 def format_summary(summ: dict, label: str) -> str:
-    lines = [f"== {summ['objective']}: best full-budget {label}, median [IQR] over seeds, vs compute "
-             f"(full-budget evaluations; total {summ['total_compute']:g}) =="]
+    seeds = {k: len(v) for k, v in summ.get("n_trials", {}).items()}
+    fid = summ.get("fidelity")
+    fid_s = ""
+    if fid:
+        fid_s = f"; budgets {fid['min_budget']:g}..{fid['max_budget']:g}, eta {fid['eta']}"
+        if "epochs_at_max" in fid:
+            fid_s += f", {fid['epochs_at_max']} epochs at full budget"
+    lines = [(f"== {summ['objective']}: best full-budget {label}, median [IQR] over "
+              f"{'/'.join(str(n) for n in sorted(set(seeds.values())))} seeds, vs compute "
+              f"(full-budget evaluations; total {summ['total_compute']:g}{fid_s}) ==")]
     cps = list(next(iter(summ["checkpoints"].values())).keys())
     head = f"{'optimizer':<9} " + " ".join(f"{'@' + c:>24}" for c in cps) + "   trials (full)"
     lines.append(head)
@@ -381,6 +507,10 @@ def format_summary(summ: dict, label: str) -> str:
             lines.append(f"  {k:<9} reaches it at compute {_fmt(r['compute']):>6}  ratio to random "
                          f"{_fmt(r['ratio_to_random']):>6}  (to random's total: {_fmt(r['ratio_to_random_total'])}); "
                          f"seeds reaching it: {r['seeds_reached']}/{r['seeds']}")
+            b = r.get("bootstrap")
+            if b:
+                lines.append(f"  {'':<9} seed bootstrap of the ratio: median {_fmt(b['p50'])}, 90% interval "
+                             f"[{_fmt(b['p05'])}, {_fmt(b['p95'])}], P(ratio <= 1/3) = {b['p_target']:.2f}")
         if "target_met" in summ:
             r = summ["reach"]["smac-mf"]["ratio_to_random"]
             lines.append(f"TARGET smac-mf <= 1/3 of random search's compute: "
@@ -445,91 +575,133 @@ def plot(results: list[dict], summaries: list[dict], labels: dict, path: Path) -
 
 
 MODES = {
-    # synthetic: seeds x compute; demo: seeds x compute, structures, epochs at full budget, SMAC max budget
-    "quick": dict(seeds=2, compute=10.0, demo_seeds=1, demo_compute=3.0, demo_structures=60, demo_epochs=9,
-                  demo_max_budget=9.0),
-    "moderate": dict(seeds=5, compute=40.0, demo_seeds=3, demo_compute=15.0, demo_structures=120, demo_epochs=27,
-                     demo_max_budget=9.0),
-    "full": dict(seeds=5, compute=40.0, demo_seeds=5, demo_compute=30.0, demo_structures=150, demo_epochs=54,
-                 demo_max_budget=27.0),
+    # synthetic: seeds x compute (full-budget equivalents); real (emt/demo): seeds x compute, structures,
+    # epochs at full budget, SMAC max budget
+    "quick": {"seeds": 2, "compute": 10.0, "real_seeds": 1, "real_compute": 3.0, "real_structures": 60,
+              "real_epochs": 9, "real_max_budget": 9.0},
+    "moderate": {"seeds": 20, "compute": 40.0, "real_seeds": 10, "real_compute": 20.0, "real_structures": 120,
+                 "real_epochs": 81, "real_max_budget": 27.0},
+    "full": {"seeds": 30, "compute": 40.0, "real_seeds": 20, "real_compute": 20.0, "real_structures": 120,
+             "real_epochs": 81, "real_max_budget": 27.0},
 }
 
 
+def _load_runs(paths: list[str], specs: dict) -> list[dict]:
+    """Runs of earlier results.json files whose objective settings equal this invocation's."""
+    runs: list[dict] = []
+    for p in paths:
+        data = json.loads(Path(p).read_text())
+        old_specs = data.get("objectives", {})
+        for r in data["runs"]:
+            o = r["objective"]
+            if o not in specs:
+                continue
+            if json.dumps(old_specs.get(o), sort_keys=True) != json.dumps(_json_safe(specs[o][0]), sort_keys=True):
+                raise SystemExit(f"{p}: objective {o} was run with other settings ({old_specs.get(o)}) than now "
+                                 f"({specs[o][0]})")
+            runs.append(r)
+    return runs
+
+
+def _reexec_with_fixed_hash_seed(argv: list[str] | None) -> None:
+    """SMAC's choices depend on set/dict orders of strings (Python's per-process hash seed): the
+    same optimizer seed gave different runs. Fix PYTHONHASHSEED so runs are reproducible."""
+    if argv is None and os.environ.get("PYTHONHASHSEED") != "0":
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _reexec_with_fixed_hash_seed(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="smoke run (a couple of minutes)")
-    g.add_argument("--full", action="store_true", help="5 seeds x 40 full-budget equivalents everywhere")
-    ap.add_argument("--objectives", default="hartmann3,hartmann6,demo",
-                    help="comma list of hartmann3, hartmann6, demo")
+    g.add_argument("--full", action="store_true", help="30 synthetic seeds, 20 real seeds")
+    ap.add_argument("--objectives", default="hartmann3,hartmann6,emt",
+                    help="comma list of hartmann3, hartmann6, emt, demo")
     ap.add_argument("--optimizers", default=",".join(KINDS))
     ap.add_argument("--seeds", type=int, help="seeds for the synthetic objectives")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--compute", type=float, help="full-budget equivalents per synthetic run")
-    ap.add_argument("--demo-seeds", type=int)
-    ap.add_argument("--demo-compute", type=float, help="full-budget equivalents per demo run")
-    ap.add_argument("--demo-structures", type=int)
-    ap.add_argument("--demo-epochs", type=int, help="epochs at full budget for the demo objective")
-    ap.add_argument("--demo-max-budget", type=float, help="SMAC max budget of the demo objective (min 1; epochs "
-                    "scale linearly: budget b -> demo_epochs * b / max)")
+    ap.add_argument("--real-seeds", "--demo-seeds", dest="real_seeds", type=int)
+    ap.add_argument("--real-compute", "--demo-compute", dest="real_compute", type=float,
+                    help="full-budget equivalents per real (emt/demo) run")
+    ap.add_argument("--real-structures", "--demo-structures", dest="real_structures", type=int)
+    ap.add_argument("--real-epochs", "--demo-epochs", dest="real_epochs", type=int,
+                    help="epochs at full budget for the real objectives")
+    ap.add_argument("--real-max-budget", "--demo-max-budget", dest="real_max_budget", type=float,
+                    help="SMAC max budget of the real objectives (min 1; epochs scale linearly: budget b -> "
+                    "epochs * b / max)")
     ap.add_argument("--preset", default="moderate", help="synthetic fidelity preset: boca, good, moderate, bad, terrible")
     ap.add_argument("--max-budget", type=float, default=27.0, help="SMAC max budget of the synthetic objectives (min 1)")
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--initial-design", type=int, default=5)
+    ap.add_argument("--min-trials", default="auto",
+                    help="smac-mf: fewest results on a budget for SMAC's model to use it ('auto' = mfhpo's default, "
+                    "d + 3; SMAC's own default is 1)")
     ap.add_argument("--checkpoints", default="5,10,20,40")
+    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the seeds for the ratio")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
-    ap.add_argument("--cache-dir", default=None, help="disk FeatureCache under the in-memory one (demo)")
+    ap.add_argument("--cache-dir", default=None, help="disk FeatureCache under the in-memory one (real objectives)")
+    ap.add_argument("--from", dest="from_files", default=None,
+                    help="comma list of earlier results.json files: their runs (same objective settings) are "
+                    "reused and not run again, e.g. to split a benchmark into several invocations")
     ap.add_argument("--out", default=None, help="folder for results.json and optimizers.png")
     a = ap.parse_args(argv)
     mode = MODES["quick" if a.quick else "full" if a.full else "moderate"]
     seeds = a.seeds or mode["seeds"]
     compute = a.compute or mode["compute"]
-    dseeds = a.demo_seeds or mode["demo_seeds"]
-    dcompute = a.demo_compute or mode["demo_compute"]
-    dstruct = a.demo_structures or mode["demo_structures"]
-    depochs = a.demo_epochs or mode["demo_epochs"]
-    dmax = a.demo_max_budget or mode["demo_max_budget"]
+    rseeds = a.real_seeds or mode["real_seeds"]
+    rcompute = a.real_compute or mode["real_compute"]
+    rstruct = a.real_structures or mode["real_structures"]
+    repochs = a.real_epochs or mode["real_epochs"]
+    rmax = a.real_max_budget or mode["real_max_budget"]
+    min_trials = None if a.min_trials == "auto" else int(a.min_trials)
     kinds = [k.strip() for k in a.optimizers.split(",") if k.strip()]
     objs = [o.strip() for o in a.objectives.split(",") if o.strip()]
     cps_all = [float(x) for x in a.checkpoints.split(",")]
+    opt_settings = {"initial_design": a.initial_design, "min_trials": a.min_trials}
 
-    tasks, specs = [], {}
+    specs: dict[str, tuple[dict, float]] = {}
+    n_of: dict[str, int] = {}
     for o in objs:
         if o.startswith("hartmann"):
-            spec = {"name": o, "preset": a.preset, "max_budget": a.max_budget, "eta": a.eta}
+            spec = {"name": o, "preset": a.preset, "max_budget": a.max_budget, "eta": a.eta, **opt_settings}
             n_seeds, total = seeds, compute
-        elif o == "demo":
-            spec = {"name": "demo", "n_structures": dstruct, "max_epochs": depochs, "max_budget": dmax,
-                    "eta": a.eta, "cache_dir": a.cache_dir}
-            n_seeds, total = dseeds, dcompute
+        elif o in REAL_OBJECTIVES:
+            spec = {"name": o, "n_structures": rstruct, "max_epochs": repochs, "max_budget": rmax,
+                    "eta": a.eta, "cache_dir": a.cache_dir, **opt_settings}
+            n_seeds, total = rseeds, rcompute
         else:
             ap.error(f"unknown objective {o!r}")
         specs[o] = (spec, total)
-        for k in kinds:
-            for s in range(n_seeds):
-                tasks.append((spec, k, s, total, a.initial_design))
-    print(f"optimizer benchmark: {len(tasks)} runs ({', '.join(objs)}; {', '.join(kinds)}); "
-          f"synthetic {seeds} seeds x {compute:g}, demo {dseeds} seeds x {dcompute:g} "
-          f"({dstruct} structures, {depochs} epochs at budget {dmax:g}); synthetic budgets 1..{a.max_budget:g}; "
-          f"eta {a.eta}",
-          flush=True)
+        n_of[o] = n_seeds
+    results: list[dict] = _load_runs(a.from_files.split(","), specs) if a.from_files else []
+    have = {(r["objective"], r["kind"], r["seed"]) for r in results}
+    tasks = [(spec, k, s, total, a.initial_design, min_trials)
+             for o, (spec, total) in specs.items() for k in kinds
+             for s in range(a.first_seed, a.first_seed + n_of[o]) if (o, k, s) not in have]
+    print(f"optimizer benchmark: {len(tasks)} runs to do, {len(results)} reused ({', '.join(objs)}; "
+          f"{', '.join(kinds)}); synthetic {seeds} seeds x {compute:g}, budgets 1..{a.max_budget:g}, preset "
+          f"{a.preset}; real {rseeds} seeds x {rcompute:g} ({rstruct} structures, {repochs} epochs at budget "
+          f"{rmax:g}); eta {a.eta}; smac-mf min_trials {a.min_trials}", flush=True)
     t0 = time.perf_counter()
-    results: list[dict] = []
+
+    def done(r):
+        results.append(r)
+        print(f"  done {r['objective']} {r['kind']} seed {r['seed']}: {len(r['records'])} trials, "
+              f"{r['wall_s']:.0f} s", flush=True)
+
     if a.jobs > 1:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=a.jobs) as ex:
             futs = {ex.submit(_run_task, t): t for t in tasks}
             for f in as_completed(futs):
-                r = f.result()
-                results.append(r)
-                print(f"  done {r['objective']} {r['kind']} seed {r['seed']}: {len(r['records'])} trials, "
-                      f"{r['wall_s']:.0f} s", flush=True)
+                done(f.result())
     else:
         for t in tasks:
-            r = _run_task(t)
-            results.append(r)
-            print(f"  done {r['objective']} {r['kind']} seed {r['seed']}: {len(r['records'])} trials, "
-                  f"{r['wall_s']:.0f} s", flush=True)
+            done(_run_task(t))
     print(f"total wall time {time.perf_counter() - t0:.0f} s\n")
 
     summaries, labels = [], {}
@@ -537,8 +709,11 @@ def main(argv: list[str] | None = None) -> int:
         cps = [c for c in cps_all if c <= total + 1e-9] or [total]
         if cps[-1] < total:
             cps.append(total)
-        s = summarize(results, o, total, cps)
-        lab = build_objective(spec).value_label if o != "demo" else "val E_MAE/atom + 0.1 F_MAE_free"
+        s = summarize(results, o, total, cps, n_boot=a.n_boot)
+        s["fidelity"] = {"min_budget": 1.0, "max_budget": spec["max_budget"], "eta": spec["eta"]}
+        if o in REAL_OBJECTIVES:
+            s["fidelity"]["epochs_at_max"] = spec["max_epochs"]
+        lab = build_objective(spec).value_label
         labels[o] = lab
         summaries.append(s)
         print(format_summary(s, lab))

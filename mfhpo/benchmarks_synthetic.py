@@ -98,7 +98,7 @@ class MFHartmann:
     noise: float = 0.2
 
     @classmethod
-    def preset(cls, dim: int, name: str, min_budget: float = 1.0, max_budget: float = 27.0) -> "MFHartmann":
+    def preset(cls, dim: int, name: str, min_budget: float = 1.0, max_budget: float = 27.0) -> MFHartmann:
         bias, noise = PRESETS[name]
         return cls(dim=dim, min_budget=min_budget, max_budget=max_budget, bias=bias, noise=noise)
 
@@ -113,7 +113,13 @@ class MFHartmann:
     # ---- space -------------------------------------------------------------------------------
     def configspace(self, seed: int = 0):
         """Floats for the first dim-2 coordinates, a log-int for dim-2, branch (+ children) for dim-1."""
-        from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float, Integer
+        from ConfigSpace import (
+            Categorical,
+            ConfigurationSpace,
+            EqualsCondition,
+            Float,
+            Integer,
+        )
 
         cs = ConfigurationSpace(seed=seed)
         hps = [Float(f"x{j}", (0.0, 1.0)) for j in range(self.dim - 2)]

@@ -28,7 +28,7 @@ def _opt_config(dim: int) -> dict:
 
     xo = HARTMANN[dim]["xopt"]
     cfg = {f"x{j}": xo[j] for j in range(dim - 2)}
-    cfg.update(n=int(round(2 ** (xo[dim - 2] * LOG_INT_BITS))), branch="fine", x_fine=xo[-1], pad="b")
+    cfg.update(n=round(2 ** (xo[dim - 2] * LOG_INT_BITS)), branch="fine", x_fine=xo[-1], pad="b")
     return cfg
 
 
@@ -94,7 +94,7 @@ def test_synthetic_smoke(bench, tmp_path, capsys):
     assert (tmp_path / "optimizers.png").stat().st_size > 0
     runs = {r["kind"]: r for r in data["runs"]}
     assert set(runs) == {"smac-mf", "smac-bo", "random"}
-    for k, r in runs.items():
+    for r in runs.values():
         spent = sum(x["units"] for x in r["records"])
         assert spent >= 4 - 1e-9
         assert spent - r["records"][-1]["units"] < 4 - 1e-9  # stops as soon as the compute is spent

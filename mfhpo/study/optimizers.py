@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 KINDS = ("smac-mf", "smac-bo", "random")
 
@@ -64,6 +65,95 @@ class Optimizer:
 
     def n_finished(self) -> int:
         return self.facade.runhistory.finished
+
+
+def _config_selector_cls():
+    from smac.main.config_selector import ConfigSelector
+
+    class MfhpoConfigSelector(ConfigSelector):
+        """SMAC's ConfigSelector with two changes for Hyperband (smac-mf):
+
+        * **Which budget the surrogate is fitted on.** SMAC fits its random forest on the highest
+          budget with at least ``min_trials`` results (SMAC default 1): as soon as one configuration
+          finished at the top rung the model is refitted on that single point (then 2, 3, ...) and
+          the tens of lower-budget results are ignored. Here: the highest budget with at least
+          ``min_trials`` results (mfhpo default d + 3, BOHB's N_min + 2 with N_min = d + 1), and if
+          no budget has that many yet, the budget with the most results (so the model is used
+          from the first result on, as in SMAC, rather than sampling at random).
+        * **No repeated proposals.** SMAC's "no data to fit the model yet" path yields
+          ``configspace.sample_configuration()`` unchecked, and its first sample repeats the first
+          initial-design configuration (same seeded stream), so Hyperband's first bracket held the
+          same configuration twice (26 distinct of 27 in the budget-1 rung). Such repeats are
+          drawn again. Proposals of the initial design and the acquisition maximizer pass unchanged.
+        """
+
+        def _collect_data(self):
+            assert self._runhistory is not None and self._runhistory_encoder is not None
+            budgets = sorted({k.budget for k in self._runhistory if k.budget is not None}, reverse=True)
+            if not budgets:
+                return super()._collect_data()
+            data = {}
+            for b in budgets:
+                X, Y = self._runhistory_encoder.transform(budget_subset=[b])
+                if X.shape[0] >= self._min_trials:
+                    data = {b: (X, Y)}
+                    break
+                data[b] = (X, Y)
+            b = next(iter(data)) if len(data) == 1 else max(data, key=lambda k: (data[k][0].shape[0], k))
+            if data[b][0].shape[0] == 0:
+                return super()._collect_data()
+            # transform() also stores the encoder's y statistics: redo it for the chosen budget
+            X, Y = self._runhistory_encoder.transform(budget_subset=[b])
+            self._considered_budgets = [b]
+            return X, Y, self._runhistory_encoder.get_configurations(budget_subset=self._considered_budgets)
+
+        def __iter__(self):
+            skips = 0
+            for config in super().__iter__():
+                if any(config is c for c in self._processed_configs):  # SMAC recorded it itself
+                    skips = 0
+                    yield config
+                    continue
+                if config in self._processed_configs and skips < self._max_new_config_tries:
+                    skips += 1  # a repeat from the no-data path: draw again
+                    continue
+                self._processed_configs.append(config)
+                skips = 0
+                yield config
+
+    return MfhpoConfigSelector
+
+
+def _hyperband_cls():
+    from collections import defaultdict
+
+    from smac.intensifier.hyperband import Hyperband
+
+    class _HigherStagesFirst(defaultdict):
+        """Hyperband's tracker ((bracket, stage) -> batches) listing its keys highest stage first."""
+
+        def keys(self):
+            return sorted(super().keys(), key=lambda k: (-k[1], k[0]))
+
+    class MfhpoHyperband(Hyperband):
+        """SMAC's Hyperband, except that pending promotions are served before new low-budget trials.
+
+        SMAC's successive halving says it goes through its stages "in reverse order to complete
+        higher stages first" but iterates them in insertion order, so with asynchronous workers
+        (mfhpo's dispatcher asks while trials run) a configuration promoted to a higher budget
+        queued behind every newer budget-1 batch, and new brackets were opened instead. With
+        sequential ask/tell (benchmarks/optimizers.py) at most one batch is pending and nothing changes.
+        """
+
+        def reset(self) -> None:
+            super().reset()
+            self._tracker = _HigherStagesFirst(list, self._tracker)
+
+        def set_state(self, state) -> None:
+            super().set_state(state)
+            self._tracker = _HigherStagesFirst(list, self._tracker)
+
+    return MfhpoHyperband
 
 
 def smac_state_dir(output_dir: Path, name: str, seed: int) -> Path:
@@ -134,34 +224,52 @@ def make_optimizer(
     crash_cost: float = 1000.0,
     overwrite: bool = False,
     logging_level: int = 40,
+    min_trials: int | None = None,
 ) -> Optimizer:
     """Build an ask/tell optimizer. With ``overwrite=False`` an identical earlier run in
-    ``output_dir/name/seed`` is continued."""
-    from smac import HyperparameterOptimizationFacade, MultiFidelityFacade, RandomFacade, Scenario
+    ``output_dir/name/seed`` is continued.
+
+    ``min_trials`` (smac-mf only): fewest observations at one budget for SMAC to fit its random
+    forest on that budget; SMAC fits on the highest budget having at least this many. SMAC's
+    default is 1, so as soon as ONE configuration has finished at the top rung the surrogate is
+    refitted on that single point (then 2, 3, ...) and the tens of lower-budget results are
+    ignored: for the first Hyperband rounds the model is nearly uninformed. ``None`` (default) uses
+    BOHB's rule (Falkner et al. 2018): the highest budget with at least N_min + 2 observations,
+    N_min = d + 1, d = number of hyperparameters, i.e. ``d + 3``. Measured on multi-fidelity
+    Hartmann-6 (20 seeds, docs/optimizers.md): median regret at 10/20/40 full-budget equivalents
+    1.36/1.07/0.83 with it vs 1.57/1.27/1.03 with SMAC's default.
+    """
+    from smac import (
+        HyperparameterOptimizationFacade,
+        MultiFidelityFacade,
+        RandomFacade,
+        Scenario,
+    )
 
     if kind not in KINDS:
         from mfhpo.errors import MfhpoError
 
         raise MfhpoError(f"optimizer: must be one of {', '.join(KINDS)}, got {kind!r}")
     name = name or kind
-    common: dict[str, Any] = dict(
-        configspace=configspace,
-        name=name,
-        output_directory=Path(output_dir),
-        deterministic=True,
-        crash_cost=float(crash_cost),
-        n_trials=int(n_trials),
-        seed=int(seed),
-    )
+    common: dict[str, Any] = {
+        "configspace": configspace,
+        "name": name,
+        "output_directory": Path(output_dir),
+        "deterministic": True,
+        "crash_cost": float(crash_cost),
+        "n_trials": int(n_trials),
+        "seed": int(seed),
+    }
     if kind == "smac-mf":
         scenario = Scenario(min_budget=float(min_budget), max_budget=float(max_budget), **common)
         facade_cls = MultiFidelityFacade
-        intensifier = MultiFidelityFacade.get_intensifier(scenario, eta=int(eta))
+        intensifier = _hyperband_cls()(scenario=scenario, eta=int(eta), n_seeds=1, instance_seed_order="shuffle_once",
+                                       max_incumbents=10, incumbent_selection="highest_observed_budget")
     else:
         scenario = Scenario(**common)
         facade_cls = HyperparameterOptimizationFacade if kind == "smac-bo" else RandomFacade
         intensifier = facade_cls.get_intensifier(scenario, max_config_calls=1)
-    kwargs: dict[str, Any] = dict(intensifier=intensifier, overwrite=overwrite, logging_level=logging_level)
+    kwargs: dict[str, Any] = {"intensifier": intensifier, "overwrite": overwrite, "logging_level": logging_level}
     if kind != "random":
         # one thread for the random forest: 10 trees on a few hundred points; joblib's thread pool
         # (n_jobs=-1) costs seconds per refit on a busy machine and starves nothing useful
@@ -169,5 +277,11 @@ def make_optimizer(
         model._rf_opts["n_jobs"] = 1
         kwargs["model"] = model
         kwargs["initial_design"] = facade_cls.get_initial_design(scenario, n_configs=int(initial_design))
+    if kind == "smac-mf":
+        if min_trials is None:
+            min_trials = len(list(configspace.values())) + 3
+        # SMAC's defaults (retrain_after 8, 16 retries) except min_trials
+        kwargs["config_selector"] = _config_selector_cls()(scenario, retrain_after=8, max_new_config_tries=16,
+                                                                 min_trials=int(min_trials))
     facade = facade_cls(scenario, target_function=None, **kwargs)
     return Optimizer(kind, facade, scenario, max_budget=max_budget)
