@@ -13,9 +13,10 @@ kernels run over long contiguous rows):
   columns have ``d = 0`` and ``R = 0``, so they contribute nothing.
 * The radial functions are computed with pairs sorted by neighbour element (one GEMM over the
   element's Gaussians per element) and then gathered into the padded order.
-* Derivatives per pair are formed per group, feature-major, and copied to a pair-major buffer
-  (columns (j, s, xyz)); the sparse output is a row gather of that buffer (first periodic image
-  of each (i, j)) plus ``index_add_`` of the other images and of the centre sums.
+* Derivatives per pair are formed per group, feature-major, into a chunk buffer that one 2-D
+  transpose makes pair-major (columns (j, s, xyz)); the sparse output is a row gather of that
+  buffer (first periodic image of each (i, j)) plus ``index_add_`` of the other images and of
+  the centre sums.
 * Large temporaries come from a :class:`Workspace` that lives for one ``featurize_many`` call,
   so they are not allocated (page-faulted and zeroed) anew for every chunk; only the results
   are new memory.
@@ -289,14 +290,16 @@ def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor
     last all-zero row, and the per-centre sums (ncentre, ncs*ns*3).
 
     ``dF_(s,j) / dd = YP + 2 d YQ`` with ``YP = VP ZP`` (gradients of the monomials times R) and
-    ``YQ = VQ ZQ`` (monomials times R'): two batched GEMMs per group (batch = centre x sigma), the
-    ``2 d YQ`` term added in place, then one permuting copy per group to the pair-major layout."""
+    ``YQ = VQ ZQ`` (monomials times R'): two batched GEMMs per group (batch = centre x sigma); the
+    sum is written feature-major into the chunk's buffer (long contiguous rows) and one 2-D
+    transpose of the whole chunk gives the pair-major layout (a per-group permuting copy, whose
+    innermost loop would run over xyz only, measured slower)."""
     ns, ncs, npad = plan.ns, plan.ncs, chunk.npad
     nbp, nbm = plan.nbp, plan.nbm
     W = ncs * ns * 3
     VP, VQ = _chain_matrices(plan, G)
-    DF = ws.get("DF", (npad + 1, W))
-    DF[npad] = 0.0  # unique pairs (i, i) without a periodic image read this row
+    DFf = ws.get("DFf", (ncs, ns, 3, npad + 1))  # feature-major
+    DFf[..., npad] = 0.0  # unique pairs (i, i) without a periodic image read this column
     sums = torch.zeros((chunk.ncentre, W), dtype=plan.dtype, device=plan.device)
     for k0, nc, nn, c0 in chunk.groups:
         if not nn:
@@ -307,15 +310,16 @@ def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor
         YQ = torch.bmm(VQ[b], ZQ.view(nc * ns, nbm, nn), out=ws.get("YQ", (nc * ns, ncs, nn)))
         YQ = YQ.view(nc, ns, ncs, 1, nn)
         dg = _centre_view(chunk.dT, c0, nc, nn)[:, None, None]  # (nc, 1, 1, 3, nn)
-        Y = ws.get("Y", (nc, ns, ncs, 3, nn))  # feature-major: pair index innermost
+        out = _centre_view(DFf[..., :npad], c0, nc, nn).permute(0, 2, 1, 3, 4)  # (nc, ns, ncs, 3, nn)
         if nbp:
             ZP = _basis(plan, plan.p_blocks, nbp, Dg, _centre_view(R[0], c0, nc, nn), ws.get("ZP", (nc, ns, nbp, nn)))
-            torch.bmm(VP[b], ZP.view(nc * ns, nbp, nn), out=Y.view(nc * ns, 3 * ncs, nn))
-            Y.addcmul_(dg, YQ, value=2.0)
+            YP = torch.bmm(VP[b], ZP.view(nc * ns, nbp, nn), out=ws.get("YP", (nc * ns, 3 * ncs, nn)))
+            torch.addcmul(YP.view(nc, ns, ncs, 3, nn), dg, YQ, value=2.0, out=out)
         else:
-            torch.mul(dg, YQ, out=Y).mul_(2.0)
-        sums[k0:k0 + nc] = Y.sum(-1).permute(0, 2, 1, 3).reshape(nc, W)
-        DF[c0:c0 + nc * nn].view(nc, nn, ncs, ns, 3).copy_(Y.permute(0, 4, 2, 1, 3))
+            torch.mul(dg, YQ, out=out).mul_(2.0)
+        sums[k0:k0 + nc] = DFf.view(W, npad + 1)[:, c0:c0 + nc * nn].unflatten(1, (nc, nn)).sum(-1).t()
+    DF = ws.get("DF", (npad + 1, W))
+    DF.copy_(DFf.view(W, npad + 1).t())  # plain 2-D transpose
     return DF, sums
 
 
