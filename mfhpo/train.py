@@ -354,7 +354,6 @@ def _train(cfg, dataset, budget, out_dir, split, init_checkpoint, cache, dev, dt
     has_val = va.n > 0
     n_train = tr.n
     bs = tc.batch_size
-    ids_cpu = torch.arange(n_train)
 
     def val_pass():
         """(val_loss, metrics dict) on the validation store with the current weights."""

@@ -101,3 +101,23 @@ def test_md17_npz_is_converted_to_ev(tmp_path):
         assert ds.energies[1] == pytest.approx(-101.0 * KCAL_PER_MOL_IN_EV)
         assert ds.forces[0][0, 0] == pytest.approx(KCAL_PER_MOL_IN_EV)
         assert not ds.images[0].pbc.any()
+
+
+def test_atomic_open_publishes_whole_file_with_normal_permissions(tmp_path):
+    import os
+
+    import pytest
+
+    from mfhpo.atomic import _UMASK, atomic_open
+
+    target = tmp_path / "out.bin"
+    with atomic_open(target) as fh:
+        fh.write(b"complete")
+    assert target.read_bytes() == b"complete"
+    assert os.stat(target).st_mode & 0o777 == 0o666 & ~_UMASK
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as fh:
+            fh.write(b"half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"complete"  # the old file survives, no temporary left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]

@@ -14,7 +14,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import shared_path
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import zipfile
-from pathlib import Path
 
 import pandas as pd
 import pytest

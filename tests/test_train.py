@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mfhpo.config import Budget, TrialConfig
-from mfhpo.data import Dataset, split_indices
+from mfhpo.data import Dataset
 from mfhpo.errors import MfhpoError
 
 
@@ -147,7 +147,7 @@ def test_incompatible_warm_start_retrains(demo_ds, cache, tmp_path):
 
 
 def test_bad_inputs_one_line_errors(demo_images, demo_ds, cache, tmp_path):
-    from mfhpo.checkpoint import load_checkpoint, save_checkpoint
+    from mfhpo.checkpoint import load_checkpoint
     from mfhpo.data import Split
 
     no_forces = Dataset(images=demo_ds.images, energies=demo_ds.energies, forces=None, free=demo_ds.free)
