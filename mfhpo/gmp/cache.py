@@ -144,11 +144,19 @@ _MAP = 1 << 18  # entries larger than this are memory-mapped, smaller ones read
 
 @functools.lru_cache(maxsize=1024)
 def _specs(header: bytes, names: tuple):
-    """[(name, dtype, shape, offset)] from an entry's JSON header (headers repeat: same shapes)."""
+    """([(name, dtype, shape, offset, nbytes)], bytes used) from an entry's JSON header, or None
+    (headers repeat: same shapes, so this is cached)."""
     h = json.loads(header)
     if any(n not in h for n in names):
         return None
-    return [(n, np.dtype(h[n][0]), tuple(int(x) for x in h[n][1]), int(h[n][2])) for n in names]
+    specs, end = [], 0
+    for n in names:
+        dt = np.dtype(h[n][0])
+        shape, off = tuple(int(x) for x in h[n][1]), int(h[n][2])
+        nbytes = dt.itemsize * math.prod(shape)
+        specs.append((n, dt, shape, off, nbytes))
+        end = max(end, off + nbytes)
+    return specs, end
 
 
 def _read(path: str | Path, names) -> dict | None:
@@ -173,13 +181,14 @@ def _read(path: str | Path, names) -> dict | None:
             else:
                 fh.seek(nh)
                 hb = fh.read(hlen)
-            specs = _specs(hb, tuple(names))
-            if specs is None:
+            parsed = _specs(hb, tuple(names))
+            if parsed is None:
                 return None
+            specs, used = parsed
             base = nh + hlen
-            end = base + max(off + dt.itemsize * math.prod(shape) for _, dt, shape, off in specs)
+            end = base + used
             if end <= got:
-                buf = np.frombuffer(first, dtype=np.uint8)
+                buf = first
             elif os.fstat(fh.fileno()).st_size < end:
                 return None  # truncated
             else:
@@ -188,12 +197,9 @@ def _read(path: str | Path, names) -> dict | None:
                     return None
     except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
         return None
-    out = {}
-    for n, dt, shape, off in specs:
-        count = math.prod(shape)
-        o = base + off
-        out[n] = torch.from_numpy(buf[o:o + dt.itemsize * count].view(dt).reshape(shape))
-    return out
+    buf = np.frombuffer(buf, dtype=np.uint8)  # zero-copy tensors on the (writable, private) buffer
+    return {n: torch.from_numpy(buf[base + off:base + off + nbytes].view(dt).reshape(shape))
+            for n, dt, shape, off, nbytes in specs}
 
 
 def _read_rest(fh, first: bytearray, got: int, end: int):

@@ -180,7 +180,7 @@ def featurize_many(images: Sequence[Atoms], setting: GMPSetting, derivatives: bo
             if f is None:
                 todo.append(k)
             else:
-                results[k] = f.to(device=dev)
+                results[k] = f if dev.type == "cpu" else f.to(device=dev)  # cache entries are on the CPU
     if todo:
         # always computed in float64 (density fits mix large terms of opposite sign), then cast
         plan = get_plan(setting, dev)
