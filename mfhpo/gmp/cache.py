@@ -162,70 +162,70 @@ def _specs(header: bytes, names: tuple):
 def _read(path: str | Path, names) -> dict | None:
     """The arrays ``names`` of a cache entry as tensors, or None if missing/incomplete/corrupt.
 
-    Entries up to 256 KiB (e.g. fingerprints without derivatives) are read (one call up to 16 KiB).
-    Larger ones are memory-mapped copy-on-write (private): no read or copy up front, the pages come
-    from the page cache when used, and writes to the tensors never reach the file. Published entries
-    are immutable (replaced atomically, never rewritten in place), so mapping is safe."""
+    Entries up to 256 KiB (e.g. fingerprints without derivatives) are read (one call up to 16 KiB;
+    plain ``os`` calls: a hit costs little more than the system calls). Larger ones are
+    memory-mapped copy-on-write (private): no read or copy up front, the pages come from the page
+    cache when used, and writes to the tensors never reach the file. Published entries are
+    immutable (replaced atomically, never rewritten in place), so mapping is safe."""
     try:
-        with open(path, "rb", buffering=0) as fh:
-            first = bytearray(_SMALL)
-            got = fh.readinto(first)
-            nh = len(MAGIC) + 8
-            if got < nh or first[:len(MAGIC)] != MAGIC:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        first = bytearray(_SMALL)
+        got = os.readv(fd, [first])
+        nh = len(MAGIC) + 8
+        if got < nh or first[:len(MAGIC)] != MAGIC:
+            return None
+        (hlen,) = struct.unpack_from("<Q", first, len(MAGIC))
+        if hlen > 1 << 20:
+            return None
+        hb = bytes(first[nh:nh + hlen]) if nh + hlen <= got else os.pread(fd, hlen, nh)
+        parsed = _specs(hb, tuple(names))
+        if parsed is None:
+            return None
+        specs, used = parsed
+        base = nh + hlen
+        end = base + used
+        if end <= got:
+            buf = first
+        elif os.fstat(fd).st_size < end:
+            return None  # truncated
+        else:
+            buf = _read_rest(fd, first, got, end) if end <= _MAP else _map_or_read(fd, end)
+            if buf is None:
                 return None
-            (hlen,) = struct.unpack("<Q", first[len(MAGIC):nh])
-            if hlen > 1 << 20:
-                return None
-            if nh + hlen <= got:
-                hb = bytes(first[nh:nh + hlen])
-            else:
-                fh.seek(nh)
-                hb = fh.read(hlen)
-            parsed = _specs(hb, tuple(names))
-            if parsed is None:
-                return None
-            specs, used = parsed
-            base = nh + hlen
-            end = base + used
-            if end <= got:
-                buf = first
-            elif os.fstat(fh.fileno()).st_size < end:
-                return None  # truncated
-            else:
-                buf = _read_rest(fh, first, got, end) if end <= _MAP else _map_or_read(fh, end)
-                if buf is None:
-                    return None
     except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
         return None
+    finally:
+        os.close(fd)
     buf = np.frombuffer(buf, dtype=np.uint8)  # zero-copy tensors on the (writable, private) buffer
     return {n: torch.from_numpy(buf[base + off:base + off + nbytes].view(dt).reshape(shape))
             for n, dt, shape, off, nbytes in specs}
 
 
-def _read_rest(fh, first: bytearray, got: int, end: int):
+def _read_rest(fd: int, first: bytearray, got: int, end: int):
     """The first ``end`` bytes of a file of which ``first[:got]`` was read already."""
     buf = np.empty(end, dtype=np.uint8)
     buf[:got] = np.frombuffer(first, dtype=np.uint8, count=got)
+    return buf if _read_into(fd, buf, got) else None
+
+
+def _read_into(fd: int, buf: np.ndarray, got: int) -> bool:
+    """Fill ``buf[got:]`` from the file at offset ``got``; False if the file ends first."""
     mv = memoryview(buf)
-    while got < end:
-        k = fh.readinto(mv[got:])
+    while got < len(buf):
+        k = os.preadv(fd, [mv[got:]], got)
         if not k:
-            return None
+            return False
         got += k
-    return buf
+    return True
 
 
-def _map_or_read(fh, end: int):
+def _map_or_read(fd: int, end: int):
     """The first ``end`` bytes of an open file: memory-mapped copy-on-write, or read if mapping fails."""
     try:
-        return np.frombuffer(mmap.mmap(fh.fileno(), end, access=mmap.ACCESS_COPY), dtype=np.uint8)
+        return np.frombuffer(mmap.mmap(fd, end, access=mmap.ACCESS_COPY), dtype=np.uint8)
     except (OSError, ValueError):  # no mmap on this file system: one read
         buf = np.empty(end, dtype=np.uint8)
-        fh.seek(0)
-        mv, got = memoryview(buf), 0
-        while got < end:
-            k = fh.readinto(mv[got:])
-            if not k:
-                return None
-            got += k
-        return buf
+        return buf if _read_into(fd, buf, 0) else None
