@@ -19,7 +19,8 @@ How it is computed (all vectorised over the pairs of a chunk of structures, same
    products ``(grad d^m) R`` and ``d^m R'`` are formed once and contracted with per-(centre,
    sigma) chain-rule matrices (two batched GEMMs); a 2-D transpose, a gather (first periodic image
    of each (i, j)), an ``index_add_`` (further images) and the per-centre sums (``-`` for the
-   centre i) give the sparse layout.
+   centre i) give the sparse layout. Large temporaries live in a workspace reused from chunk to
+   chunk; results of a structure computed in one piece are views of its chunk's output.
 """
 
 from __future__ import annotations
