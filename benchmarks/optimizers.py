@@ -586,19 +586,32 @@ MODES = {
 }
 
 
+# settings that only smac-mf sees: runs of random search and smac-bo (full budget only) are the
+# same whatever they are, and are reused across fidelity ranges by --from
+_MF_ONLY_KEYS = ("max_budget", "eta", "min_trials")
+
+
 def _load_runs(paths: list[str], specs: dict) -> list[dict]:
-    """Runs of earlier results.json files whose objective settings equal this invocation's."""
+    """Runs of earlier results.json files whose objective settings equal this invocation's (for
+    random search and smac-bo: equal except the smac-mf-only settings)."""
     runs: list[dict] = []
+    seen = set()
     for p in paths:
         data = json.loads(Path(p).read_text())
         old_specs = data.get("objectives", {})
         for r in data["runs"]:
             o = r["objective"]
-            if o not in specs:
+            if o not in specs or (o, r["kind"], r["seed"]) in seen:
                 continue
-            if json.dumps(old_specs.get(o), sort_keys=True) != json.dumps(_json_safe(specs[o][0]), sort_keys=True):
-                raise SystemExit(f"{p}: objective {o} was run with other settings ({old_specs.get(o)}) than now "
-                                 f"({specs[o][0]})")
+            old, new = dict(old_specs.get(o) or {}), dict(_json_safe(specs[o][0]))
+            if r["kind"] != "smac-mf":
+                for k in _MF_ONLY_KEYS:
+                    old.pop(k, None)
+                    new.pop(k, None)
+            if json.dumps(old, sort_keys=True) != json.dumps(new, sort_keys=True):
+                raise SystemExit(f"{p}: {r['kind']} on {o} was run with other settings ({old_specs.get(o)}) than "
+                                 f"now ({specs[o][0]})")
+            seen.add((o, r["kind"], r["seed"]))
             runs.append(r)
     return runs
 

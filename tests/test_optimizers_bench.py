@@ -116,3 +116,78 @@ def test_demo_smoke(bench, tmp_path, capsys):
         for x in r["records"]:
             assert x["units"] == pytest.approx(x["budget"] / 3.0)  # epochs = budget here
     assert "demo" in capsys.readouterr().out
+
+
+def test_mf_surrogate_budget_and_no_repeats(tmp_path):
+    """smac-mf fits its model on the highest budget with >= min_trials results (else the budget with
+    the most), and its first bracket holds distinct configurations."""
+    from mfhpo.benchmarks_synthetic import MFHartmann
+    from mfhpo.study.optimizers import make_optimizer
+
+    f = MFHartmann(dim=3, max_budget=9)
+
+    def opt_with(min_trials, sub):
+        return make_optimizer("smac-mf", f.configspace(seed=0), min_budget=1, max_budget=9, eta=3, seed=0,
+                              output_dir=tmp_path / sub, initial_design=3, overwrite=True, min_trials=min_trials)
+
+    opt = opt_with(None, "a")
+    infos = [opt.ask() for _ in range(9)]  # the first bracket's budget-1 rung, before any result
+    assert {i.budget for i in infos} == {1.0}
+    assert len({tuple(sorted(dict(i.config).items())) for i in infos}) == 9
+    cs = f.configspace(seed=5)
+    configs = cs.sample_configuration(12)
+
+    def fill(o, n_per_budget):
+        k = 0
+        for b, n in n_per_budget.items():
+            for _ in range(n):
+                o.runhistory.add(configs[k], f(configs[k], b), budget=b)
+                k += 1
+
+    sel = opt.facade._config_selector
+    assert sel._min_trials == len(list(cs.values())) + 3  # d + 3
+    fill(opt, {1.0: 5, 3.0: 2, 9.0: 1})
+    X, _, _ = sel._collect_data()
+    assert sel._considered_budgets == [1.0] and X.shape[0] == 5  # none has d + 3: the most results
+    o3 = opt_with(3, "b")
+    fill(o3, {1.0: 5, 3.0: 3, 9.0: 1})
+    o3.facade._config_selector._collect_data()
+    assert o3.facade._config_selector._considered_budgets == [3.0]
+    o1 = opt_with(1, "c")  # SMAC's own rule: the top budget as soon as it has one result
+    fill(o1, {1.0: 5, 3.0: 3, 9.0: 1})
+    o1.facade._config_selector._collect_data()
+    assert o1.facade._config_selector._considered_budgets == [9.0]
+
+
+def test_bootstrap_and_reuse(bench, tmp_path, capsys):
+    runs = [{"records": [{"compute": 1.0, "full": 0.5}, {"compute": 2.0, "full": 0.1}]} for _ in range(3)]
+    rand = [{"records": [{"compute": c, "full": v} for c, v in ((1.0, 0.9), (2.0, 0.5), (6.0, 0.2))]}
+            for _ in range(3)]
+    b = bench.bootstrap_ratio(runs, rand, 6.0, n_boot=50)
+    assert b["p05"] == b["p95"] == pytest.approx(2.0 / 6.0) and b["p_target"] == 1.0
+    a = ["--objectives", "hartmann3", "--seeds", "2", "--compute", "3", "--checkpoints", "3", "--n-boot", "20"]
+    assert bench.main([*a, "--optimizers", "random", "--out", str(tmp_path / "r")]) == 0
+    # random search's runs do not depend on smac-mf's fidelity range: reused under another max budget
+    assert bench.main([*a, "--max-budget", "9", "--optimizers", "smac-mf,random", "--from",
+                       str(tmp_path / "r" / "results.json"), "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs to do, 2 reused" in out and "budgets 1..9" in out and "seed bootstrap" in out
+    data = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert sorted((r["kind"], r["seed"]) for r in data["runs"]) == [("random", 0), ("random", 1),
+                                                                   ("smac-mf", 0), ("smac-mf", 1)]
+
+
+def test_emt_smoke(bench, tmp_path):
+    """The generated CuAu objective: energies and forces, budget -> epochs, compute in epoch-equivalents."""
+    images = bench.generate_emt_bulk(4, seed=0)
+    assert all(len(a) == 8 and set(a.get_chemical_symbols()) <= {"Cu", "Au"} for a in images)
+    assert all(a.get_forces().shape == (8, 3) for a in images)
+    rc = bench.main(["--objectives", "emt", "--optimizers", "smac-mf,random", "--real-seeds", "1",
+                     "--real-compute", "2", "--real-structures", "16", "--real-epochs", "3",
+                     "--real-max-budget", "3", "--checkpoints", "1", "--n-boot", "10", "--out", str(tmp_path)])
+    assert rc == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    for r in data["runs"]:
+        for x in r["records"]:
+            assert x["units"] == pytest.approx(x["budget"] / 3.0)
+            assert x["cost"] is None or x["cost"] > 0
