@@ -240,9 +240,16 @@ def _real_state(study_dict: dict, cache_dir: str | None, kind: str = "demo") -> 
 
 
 def real_objective(kind: str = "emt", n_structures: int = 120, max_epochs: int = 81, max_budget: float = 27.0,
-                   eta: int = 3, cache_dir: str | None = None) -> Objective:
-    """GMP + SingleNN trainings (mfhpo.train.train) on the ``kind`` data; value = the study cost."""
+                   eta: int = 3, cache_dir: str | None = None, warm_start: bool = False) -> Objective:
+    """GMP + SingleNN trainings (mfhpo.train.train) on the ``kind`` data; value = the study cost.
+
+    With ``warm_start`` a configuration evaluated again at a higher budget (a Hyperband promotion)
+    continues from its own latest checkpoint of this run, as ``mfhpo run`` does (train() checks that
+    continuing is exact: same data, split, subset and a schedule that does not depend on the total
+    epochs); only the epochs actually trained count as compute. One objective = one optimizer run."""
     study_dict = real_study_dict(kind, n_structures, max_epochs, max_budget, eta)
+    keep = tempfile.TemporaryDirectory(prefix="optbench-ckpt-")  # removed with the objective
+    latest: dict[str, tuple[Path, Path]] = {}  # configuration -> (trial dir, checkpoint)
 
     def configspace(seed):
         from mfhpo.study.space import to_configspace
@@ -261,22 +268,33 @@ def real_objective(kind: str = "emt", n_structures: int = 120, max_epochs: int =
         cfg = materialize(study, st["spec"], config_to_flat(config))
         fid = budget_to_fidelity(study.fidelity, budget)
         full_epochs = study.fidelity.epochs.max
-        out = Path(tempfile.mkdtemp(prefix="optbench-trial-"))
+        key = json.dumps(_json_safe(config_to_flat(config)), sort_keys=True)
+        prev = latest.get(key) if warm_start else None
+        out = Path(tempfile.mkdtemp(prefix="optbench-trial-", dir=keep.name))
+        kept = False
         try:
-            res = train(cfg, st["dataset"], fid, out, split=st["split"], cache=st["cache"], progress=False)
+            res = train(cfg, st["dataset"], fid, out, split=st["split"], cache=st["cache"], progress=False,
+                        init_checkpoint=None if prev is None else prev[1])
             cost = study.metric.cost(res.metrics["val"])
-            units = res.epochs_run * fid.subset_fraction / full_epochs
+            done_before = int(res.warm_start.get("from_epoch", 0)) if res.warm_start.get("used") else 0
+            units = (res.epochs_run - done_before) * fid.subset_fraction / full_epochs
+            if warm_start and res.checkpoint_path is not None:
+                if prev is not None:
+                    shutil.rmtree(prev[0], ignore_errors=True)
+                latest[key], kept = (out, Path(res.checkpoint_path)), True
         except MfhpoError:  # diverged: crash cost, the planned compute counts
             cost, units = float("nan"), fid.epochs * fid.subset_fraction / full_epochs
         finally:
-            shutil.rmtree(out, ignore_errors=True)
+            if not kept:
+                shutil.rmtree(out, ignore_errors=True)
         full = budget >= study.fidelity.max_budget - 1e-9
         if not math.isfinite(cost):
             return float("nan"), units, None
         return cost, units, cost if full else None
 
     return Objective(kind, 1.0, float(max_budget), eta, configspace, evaluate, REAL_OBJECTIVES[kind]["label"],
-                     {"n_structures": n_structures, "max_epochs": max_epochs, "study": study_dict})
+                     {"n_structures": n_structures, "max_epochs": max_epochs, "study": study_dict,
+                      "warm_start": warm_start})
 
 
 def demo_objective(n_structures: int = 150, max_epochs: int = 54, max_budget: float = 27.0, eta: int = 3,
@@ -339,7 +357,7 @@ def build_objective(spec: dict) -> Objective:
     if spec["name"].startswith("hartmann"):
         return synthetic_objective(int(spec["name"][-1]), spec["preset"], spec["max_budget"], spec["eta"])
     return real_objective(spec["name"], spec["n_structures"], spec["max_epochs"], spec["max_budget"], spec["eta"],
-                          spec.get("cache_dir"))
+                          spec.get("cache_dir"), bool(spec.get("warm_start", False)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -588,7 +606,7 @@ MODES = {
 
 # settings that only smac-mf sees: runs of random search and smac-bo (full budget only) are the
 # same whatever they are, and are reused across fidelity ranges by --from
-_MF_ONLY_KEYS = ("max_budget", "eta", "min_trials")
+_MF_ONLY_KEYS = ("max_budget", "eta", "min_trials", "warm_start")
 
 
 def _load_runs(paths: list[str], specs: dict) -> list[dict]:
@@ -655,6 +673,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoints", default="5,10,20,40")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the seeds for the ratio")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    ap.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
+                    help="real objectives, smac-mf: a promoted configuration continues from its own lower-budget "
+                    "checkpoint, as `mfhpo run` does (default: on; --no-warm-start retrains from scratch)")
     ap.add_argument("--cache-dir", default=None, help="disk FeatureCache under the in-memory one (real objectives)")
     ap.add_argument("--from", dest="from_files", default=None,
                     help="comma list of earlier results.json files: their runs (same objective settings) are "
@@ -683,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
             n_seeds, total = seeds, compute
         elif o in REAL_OBJECTIVES:
             spec = {"name": o, "n_structures": rstruct, "max_epochs": repochs, "max_budget": rmax,
-                    "eta": a.eta, "cache_dir": a.cache_dir, **opt_settings}
+                    "eta": a.eta, "cache_dir": a.cache_dir, "warm_start": a.warm_start, **opt_settings}
             n_seeds, total = rseeds, rcompute
         else:
             ap.error(f"unknown objective {o!r}")
@@ -697,7 +718,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"optimizer benchmark: {len(tasks)} runs to do, {len(results)} reused ({', '.join(objs)}; "
           f"{', '.join(kinds)}); synthetic {seeds} seeds x {compute:g}, budgets 1..{a.max_budget:g}, preset "
           f"{a.preset}; real {rseeds} seeds x {rcompute:g} ({rstruct} structures, {repochs} epochs at budget "
-          f"{rmax:g}); eta {a.eta}; smac-mf min_trials {a.min_trials}", flush=True)
+          f"{rmax:g}, smac-mf warm start {'on' if a.warm_start else 'off'}); eta {a.eta}; smac-mf min_trials "
+          f"{a.min_trials}", flush=True)
     t0 = time.perf_counter()
 
     def done(r):

@@ -109,12 +109,12 @@ def test_demo_smoke(bench, tmp_path, capsys):
     """Real trainings (tiny): the study space, budget -> epochs, compute in epoch-equivalents."""
     rc = bench.main(["--objectives", "demo", "--optimizers", "smac-mf,random", "--demo-seeds", "1",
                      "--demo-compute", "2", "--demo-structures", "24", "--demo-epochs", "3",
-                     "--demo-max-budget", "3", "--checkpoints", "1", "--out", str(tmp_path)])
+                     "--demo-max-budget", "3", "--checkpoints", "1", "--no-warm-start", "--out", str(tmp_path)])
     assert rc == 0
     data = json.loads((tmp_path / "results.json").read_text())
     for r in data["runs"]:
         for x in r["records"]:
-            assert x["units"] == pytest.approx(x["budget"] / 3.0)  # epochs = budget here
+            assert x["units"] == pytest.approx(x["budget"] / 3.0)  # epochs = budget here (no warm start)
     assert "demo" in capsys.readouterr().out
 
 
@@ -182,12 +182,20 @@ def test_emt_smoke(bench, tmp_path):
     images = bench.generate_emt_bulk(4, seed=0)
     assert all(len(a) == 8 and set(a.get_chemical_symbols()) <= {"Cu", "Au"} for a in images)
     assert all(a.get_forces().shape == (8, 3) for a in images)
-    rc = bench.main(["--objectives", "emt", "--optimizers", "smac-mf,random", "--real-seeds", "1",
-                     "--real-compute", "2", "--real-structures", "16", "--real-epochs", "3",
-                     "--real-max-budget", "3", "--checkpoints", "1", "--n-boot", "10", "--out", str(tmp_path)])
-    assert rc == 0
-    data = json.loads((tmp_path / "results.json").read_text())
+    a = ["--objectives", "emt", "--optimizers", "smac-mf,random", "--real-seeds", "1", "--real-compute", "2",
+         "--real-structures", "16", "--real-epochs", "3", "--real-max-budget", "3", "--checkpoints", "1",
+         "--n-boot", "10"]
+    assert bench.main([*a, "--no-warm-start", "--out", str(tmp_path / "cold")]) == 0
+    data = json.loads((tmp_path / "cold" / "results.json").read_text())
     for r in data["runs"]:
         for x in r["records"]:
-            assert x["units"] == pytest.approx(x["budget"] / 3.0)
+            assert x["units"] == pytest.approx(x["budget"] / 3.0)  # every trial trains from scratch
             assert x["cost"] is None or x["cost"] > 0
+    # warm start (the default, as in `mfhpo run`): a promoted configuration trains only the missing epochs
+    assert bench.main([*a, "--out", str(tmp_path / "warm")]) == 0
+    data = json.loads((tmp_path / "warm" / "results.json").read_text())
+    mf = next(r for r in data["runs"] if r["kind"] == "smac-mf")
+    low = {json.dumps(x["config"], sort_keys=True) for x in mf["records"] if x["budget"] == 1.0}
+    promoted = [x for x in mf["records"] if x["budget"] == 3.0 and json.dumps(x["config"], sort_keys=True) in low]
+    assert promoted and all(x["units"] == pytest.approx(2.0 / 3.0) for x in promoted)
+    assert all(x["units"] == pytest.approx(x["budget"] / 3.0) for x in mf["records"] if x not in promoted)
