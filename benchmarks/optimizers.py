@@ -611,9 +611,9 @@ _MF_ONLY_KEYS = ("max_budget", "eta", "min_trials", "warm_start")
 
 def _load_runs(paths: list[str], specs: dict) -> list[dict]:
     """Runs of earlier results.json files whose objective settings equal this invocation's (for
-    random search and smac-bo: equal except the smac-mf-only settings)."""
+    random search and smac-bo: equal except the smac-mf-only settings); others are listed and run again."""
     runs: list[dict] = []
-    seen = set()
+    seen, skipped = set(), set()
     for p in paths:
         data = json.loads(Path(p).read_text())
         old_specs = data.get("objectives", {})
@@ -627,10 +627,12 @@ def _load_runs(paths: list[str], specs: dict) -> list[dict]:
                     old.pop(k, None)
                     new.pop(k, None)
             if json.dumps(old, sort_keys=True) != json.dumps(new, sort_keys=True):
-                raise SystemExit(f"{p}: {r['kind']} on {o} was run with other settings ({old_specs.get(o)}) than "
-                                 f"now ({specs[o][0]})")
+                skipped.add((p, o, r["kind"]))  # other settings: run again, not mixed in
+                continue
             seen.add((o, r["kind"], r["seed"]))
             runs.append(r)
+    for p, o, kind in sorted(skipped):
+        print(f"  not reused: {kind} on {o} in {p} (run with other settings than now)")
     return runs
 
 
