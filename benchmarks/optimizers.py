@@ -116,32 +116,24 @@ _REAL_STATE: dict = {}
 
 # The two real objectives: the data, the search space and the cost (study metric). ``demo``: the
 # built-in demo slabs (mfhpo.demo); ``emt``: rattled, strained CuAu fcc cells (generate_emt_bulk).
+_NETWORK_SPACE = {  # what both real objectives search (the descriptor is fixed)
+    "num_layers": {"low": 1, "high": 3},
+    "nodes": {"low": 4, "high": 128, "log": True},
+    "activation": {"choices": ["tanh", "silu", "softplus"]},
+    "lr": {"low": 1.0e-4, "high": 3.0e-2, "log": True},
+    "batch_size": {"low": 8, "high": 64, "log": True},
+    "scheduler": "none",
+    "loss": "mse",
+}
 REAL_OBJECTIVES: dict[str, dict] = {
     "demo": {
-        "space": {
-            "num_layers": {"low": 1, "high": 3},
-            "nodes": {"low": 4, "high": 128, "log": True},
-            "activation": {"choices": ["tanh", "silu", "softplus"]},
-            "lr": {"low": 1.0e-4, "high": 3.0e-2, "log": True},
-            "batch_size": {"low": 8, "high": 64, "log": True},
-            "force_coefficient": {"low": 0.01, "high": 1.0, "log": True, "or_zero": True},
-            "scheduler": "none",
-            "loss": "mse",
-        },
+        "space": {**_NETWORK_SPACE,
+                  "force_coefficient": {"low": 0.01, "high": 1.0, "log": True, "or_zero": True}},
         "metric": {"energy": "energy_mae_per_atom", "forces": "force_mae_free", "force_weight": 0.1},
         "label": "val E_MAE/atom + 0.1 F_MAE_free",
     },
     "emt": {
-        "space": {
-            "num_layers": {"low": 1, "high": 3},
-            "nodes": {"low": 4, "high": 128, "log": True},
-            "activation": {"choices": ["tanh", "silu", "softplus"]},
-            "lr": {"low": 1.0e-4, "high": 3.0e-2, "log": True},
-            "batch_size": {"low": 8, "high": 64, "log": True},
-            "force_coefficient": {"low": 0.1, "high": 30.0, "log": True},
-            "scheduler": "none",
-            "loss": "mse",
-        },
+        "space": {**_NETWORK_SPACE, "force_coefficient": {"low": 0.1, "high": 30.0, "log": True}},
         "metric": {"energy": "energy_mae_per_atom", "forces": "force_mae", "force_weight": 1.0},
         "label": "val E_MAE/atom + F_MAE",
     },
