@@ -119,6 +119,21 @@ def test_report_on_two_demo_like_studies_via_cli(tmp_path, capsys):
     assert "cost = energy MAE / atom [eV/atom] + 1 × force MAE (all atoms) [eV/Å]" in html
 
 
+def test_two_runs_of_one_study_get_distinct_columns(tmp_path):
+    """Two run directories of the same study file (mfhpo run --rundir) are told apart, not merged."""
+    import shutil
+
+    a = report_synthetic.build(tmp_path / "runs", name="same", seed=0)
+    b = tmp_path / "runs" / "same_rerun"
+    shutil.copytree(a, b)
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(a), str(b), "--out", str(out)])
+    assert exc.value.code in (0, None)
+    summary = (out / "summary.md").read_text()
+    assert "same (same)" in summary and "same (same_rerun)" in summary
+
+
 def test_report_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])

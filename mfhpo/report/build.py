@@ -151,6 +151,10 @@ def build_report(rundirs: list[Path], out: Path) -> dict:
     if not rundirs:
         raise MfhpoError("report: give at least one run directory")
     studies = [load_study(r) for r in rundirs]
+    names = [s.name for s in studies]
+    for s in studies:  # two runs of one study file (e.g. --rundir): tell them apart by run directory
+        if names.count(s.name) > 1:
+            s.name = f"{s.name} ({Path(s.rundir).name})"
     w = Writer(out)
     sections, imps, slugs = [], [], []
     for s in studies:
