@@ -185,10 +185,6 @@ def real_study_dict(kind: str, n_structures: int, max_epochs: int, max_budget: f
     }
 
 
-def demo_study_dict(n_structures: int, max_epochs: int, max_budget: float, eta: int) -> dict:
-    return real_study_dict("demo", n_structures, max_epochs, max_budget, eta)
-
-
 def _real_state(study_dict: dict, cache_dir: str | None, kind: str = "demo") -> dict:
     """Per process: study, space, dataset, split, and features precomputed once."""
     key = json.dumps([kind, study_dict], sort_keys=True)
@@ -257,10 +253,11 @@ def real_objective(kind: str = "emt", n_structures: int = 120, max_epochs: int =
 
         st = _real_state(study_dict, cache_dir, kind)
         study = st["study"]
-        cfg = materialize(study, st["spec"], config_to_flat(config))
+        flat = config_to_flat(config)
+        cfg = materialize(study, st["spec"], flat)
         fid = budget_to_fidelity(study.fidelity, budget)
         full_epochs = study.fidelity.epochs.max
-        key = json.dumps(_json_safe(config_to_flat(config)), sort_keys=True)
+        key = json.dumps(_json_safe(flat), sort_keys=True)
         prev = latest.get(key) if warm_start else None
         out = Path(tempfile.mkdtemp(prefix="optbench-trial-", dir=keep.name))
         kept = False
@@ -287,11 +284,6 @@ def real_objective(kind: str = "emt", n_structures: int = 120, max_epochs: int =
     return Objective(kind, 1.0, float(max_budget), eta, configspace, evaluate, REAL_OBJECTIVES[kind]["label"],
                      {"n_structures": n_structures, "max_epochs": max_epochs, "study": study_dict,
                       "warm_start": warm_start})
-
-
-def demo_objective(n_structures: int = 150, max_epochs: int = 54, max_budget: float = 27.0, eta: int = 3,
-                   cache_dir: str | None = None) -> Objective:
-    return real_objective("demo", n_structures, max_epochs, max_budget, eta, cache_dir)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -359,8 +351,7 @@ def build_objective(spec: dict) -> Objective:
 
 def best_at(records: list[dict], c: float) -> float:
     """Best full-budget value among trials finished by compute ``c`` (inf when none)."""
-    vals = [r["full"] for r in records if r["full"] is not None and r["compute"] <= c + 1e-9]
-    return min(vals) if vals else math.inf
+    return float(best_matrix([{"records": records}], [c])[0, 0])
 
 
 def quartiles(vals) -> tuple[float, float, float]:
@@ -373,12 +364,9 @@ def quartiles(vals) -> tuple[float, float, float]:
     return q1, med, q3
 
 
-def median_curve(runs: list[dict], grid: np.ndarray) -> np.ndarray:
-    return np.array([quartiles([best_at(r["records"], c) for r in runs])[1] for c in grid])
-
-
 def best_matrix(runs: list[dict], grid) -> np.ndarray:
-    """``best_at`` of every run (rows) at every compute in ``grid`` (columns), vectorised."""
+    """Best full-budget value among each run's trials finished by each compute in ``grid``: rows =
+    runs, columns = grid (inf where a run has no full-budget result yet)."""
     grid = np.asarray(grid, dtype=float)
     out = np.full((len(runs), len(grid)), math.inf)
     for i, r in enumerate(runs):
@@ -561,7 +549,7 @@ def plot(results: list[dict], summaries: list[dict], labels: dict, path: Path) -
             runs = [r for r in results if r["objective"] == s["objective"] and r["kind"] == k]
             if not runs:
                 continue
-            mat = np.array([[best_at(r["records"], c) for c in grid] for r in runs])
+            mat = best_matrix(runs, grid)
             qs = np.array([quartiles(mat[:, j]) for j in range(len(grid))])
             ok = np.isfinite(qs[:, 1])
             ax.step(grid[ok], qs[ok, 1], where="post", color=colors[k], label=k)
