@@ -45,6 +45,15 @@ class DescriptorConfig(_Strict):
     rs_setup: dict[str, Any] = Field(default_factory=lambda: {"setup": "constant", "rs": 1.0})
     # "default": mfhpo's built-in Gaussian density model; otherwise a directory of AMPTorch .g files
     densities: str = "default"
+    # one block of features per density channel (docs/featurizer.md, "Chemical channels")
+    channels: list[Literal["valence", "count", "period"]] = Field(default_factory=lambda: ["valence"], min_length=1)
+
+    @field_validator("channels")
+    @classmethod
+    def _distinct_channels(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("channels must not repeat")
+        return v
 
     @field_validator("sigmas")
     @classmethod

@@ -74,7 +74,8 @@ def test_rotation_invariance():
 @pytest.mark.parametrize("kw", [dict(), dict(square=True), dict(cutoff_function="cosine"),
                                 dict(scheme="gmpordernorm"), dict(scheme="gmpordernorm", square=False,
                                                                   cutoff_function="cosine"),
-                                dict(rs_setup={"setup": "scale", "scale_factor": 1.5})])
+                                dict(rs_setup={"setup": "scale", "scale_factor": 1.5}),
+                                dict(scheme="gmpordernorm", channels=["valence", "count", "period"])])
 def test_finite_differences(kw):
     s = _setting(**kw)
     at = bulk("Cu", "fcc", a=3.6) * (1, 1, 2)  # cell smaller than the cutoff: many images
@@ -220,6 +221,47 @@ def test_setting_keys_and_densities(tmp_path):
 
     for el, nv in (("H", 1), ("O", 6), ("Cu", 11), ("Pt", 10), ("Bi", 5)):
         assert abs(electrons(default_density(el)) - nv) < 1e-12
+
+
+def test_density_channels():
+    """Each channel is the valence featurizer on rescaled densities; blocks concatenated in order."""
+    from mfhpo.gmp.densities import electrons, period
+
+    one = _setting("gmpordernorm", cutoff_function="cosine")
+    three = _setting("gmpordernorm", cutoff_function="cosine", channels=["valence", "count", "period"])
+    assert three.nfeat == 3 * one.nfeat and "channels valence+count+period" in three.describe()
+    assert three.key() != one.key() and GMPSetting.from_dict(three.to_dict()).key() == three.key()
+    old_format = {k: v for k, v in one.to_dict().items() if k != "channels"}  # checkpoints before channels
+    assert GMPSetting.from_dict(old_format).key() == one.key()
+    subs = three.channel_settings()
+    assert subs[0].key() == one.key()  # the valence block is exactly the single-channel feature set
+    for el in ("Cu", "O", "H"):
+        assert abs(electrons(subs[1].densities[el]) - 1.0) < 1e-12
+        assert abs(electrons(subs[2].densities[el]) - period(el)) < 1e-12
+    assert (period("H"), period("O"), period("Cu"), period("Pt")) == (1, 2, 4, 6)
+    at = _slab()
+    f3 = featurize(at, three, derivatives=True)
+    n = one.nfeat
+    for k, sub in enumerate(subs):
+        f = featurize(at, sub, derivatives=True)
+        assert torch.equal(f3.fp[:, k * n:(k + 1) * n], f.fp) and torch.equal(f3.dfp[:, k * n:(k + 1) * n], f.dfp)
+    # the extra channels carry information the valence block does not: Cu vs a neighbour swap
+    assert not torch.allclose(f3.fp[:, n:2 * n] * 11, f3.fp[:, :n])
+    with pytest.raises(ValueError, match="channels"):
+        DescriptorConfig(channels=["valence", "valence"])
+    with pytest.raises(ValueError):
+        DescriptorConfig(channels=["spin"])
+
+
+def test_density_channels_cache(tmp_path):
+    three = _setting(channels=["valence", "period"])
+    cache = FeatureCache(tmp_path / "c")
+    first = featurize_many([_slab()], three, derivatives=True, cache=cache)[0]
+    assert cache.writes == 2  # one entry per channel, reusable by any setting that has that channel
+    featurize_many([_slab()], _setting(), cache=cache)
+    assert cache.hits == 1
+    again = featurize_many([_slab()], three, derivatives=True, cache=cache)[0]
+    assert torch.equal(first.fp, again.fp) and torch.equal(first.dfp, again.dfp)
 
 
 def _cli(argv, capsys):

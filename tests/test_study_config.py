@@ -33,6 +33,7 @@ BASE = {
         "sigma_max": {"low": 1.0, "high": 3.0},
         "sigma_spacing": {"choices": ["linear", "log"]},
         "cutoff_function": {"choices": ["hard", "cosine"]},
+        "channels": {"choices": [["valence"], ["valence", "count", "period"]]},
     },
     "fixed": {"training": {"dtype": "float32"}},
     "fidelity": {"min_budget": 1, "max_budget": 27, "eta": 3, "epochs": {"min": 3, "max": 81},
@@ -69,6 +70,7 @@ def test_errors_name_file_key_and_reason(tmp_path):
     assert "space.groups_2" in bad(tmp_path, lambda d: d["space"].update(groups_2={"choices": [[3]]}))
     assert "budget" in bad(tmp_path, lambda d: d.update(budget={}))
     assert "space.lr.low" in bad(tmp_path, lambda d: d["space"]["lr"].update(low=0.0))
+    assert "space.channels" in bad(tmp_path, lambda d: d["space"].update(channels={"choices": [["valence", "spin"]]}))
 
 
 def test_cli_prints_one_line_error(tmp_path):
@@ -111,10 +113,13 @@ def test_conditions_and_materialize(tmp_path):
         if mo >= 2:
             assert cfg.descriptor.orders[2].groups == [int(x) for x in str(flat["groups_2"]).split(",")]
         assert len(cfg.descriptor.sigmas) == flat["sigma_count"]
+        assert cfg.descriptor.channels == str(flat["channels"]).split(",")
         assert cfg.training.dtype == "float32"  # fixed
         assert (cfg.training.force_coefficient == 0.0) == (flat["force_coefficient_on"] == "off")
         assert cfg.split.val_fraction == study.data.val_fraction
     assert seen_layers == {1, 2, 3}
+    assert {len(materialize(study, spec, config_to_flat(c)).descriptor.channels)
+            for c in cs.sample_configuration(20)} == {1, 3}
     # log-scale integer nodes
     assert cs["nodes_1"].log
 

@@ -206,17 +206,21 @@ def test_cli_train_and_evaluate(demo_file, tmp_path, capsys):
     assert err.startswith("error:") and "epochz" in err and "\n" not in err
 
 
-@pytest.mark.parametrize("cutoff_function", ["hard", "cosine"])
-def test_forces_match_finite_differences(demo_ds, tmp_path, cutoff_function):
-    """Trained potential: F = -dE/dr to finite-difference accuracy (float64), hard and cosine cutoff."""
+@pytest.mark.parametrize("cutoff_function,channels", [("hard", ["valence"]), ("cosine", ["valence"]),
+                                                      ("cosine", ["valence", "count", "period"])])
+def test_forces_match_finite_differences(demo_ds, tmp_path, cutoff_function, channels):
+    """Trained potential, reloaded from its checkpoint: F = -dE/dr to finite-difference accuracy
+    (float64), hard and cosine cutoff, one or three density channels."""
     from mfhpo.checkpoint import load_potential
 
     cfg = small_cfg(epochs=2)
     cfg.descriptor.cutoff_function = cutoff_function
+    cfg.descriptor.channels = channels
     cfg.model.activation = "softplus"
     ds = demo_ds.subset(range(12))
     res = run(cfg, ds, tmp_path, cutoff_function)
     pot = load_potential(res.checkpoint_path)
+    assert pot.setting.channels == tuple(channels)
     atoms = ds.images[0].copy()
     _, f = pot.predict([atoms])
     h = 1e-4

@@ -130,5 +130,30 @@ def electrons(density: Density) -> float:
     return float(sum(b * (math.pi / e) ** 1.5 for b, e in zip(*density)))
 
 
+# Chemical channels (docs/featurizer.md): the same density shapes, reweighted so that a channel's
+# features tell neighbour elements apart in a second (third) way. One feature block per channel.
+CHANNELS = ("valence", "count", "period")
+
+
+def period(symbol: str) -> int:
+    """Row of the periodic table (H, He: 1; Li..Ne: 2; ...)."""
+    z = atomic_numbers[symbol]
+    return 1 + sum(z > last for last in (2, 10, 18, 36, 54, 86))
+
+
+def channel_density(symbol: str, density: Density, channel: str) -> Density:
+    """``density`` rescaled for ``channel``: ``valence`` as is (integral = valence electrons);
+    ``count`` integral 1 (each neighbour counts once); ``period`` integral = the element's period."""
+    if channel == "valence":
+        return density
+    if channel not in CHANNELS:
+        raise MfhpoError(f"unknown density channel {channel!r} (one of {', '.join(CHANNELS)})")
+    total = electrons(density)
+    if not total > 0:
+        raise MfhpoError(f"density of {symbol} integrates to {total:g}: cannot rescale it for channel {channel!r}")
+    scale = (1.0 if channel == "count" else float(period(symbol))) / total
+    return (tuple(b * scale for b in density[0]), tuple(density[1]))
+
+
 def known_symbol(symbol: str) -> bool:
     return symbol in chemical_symbols and symbol != "X"

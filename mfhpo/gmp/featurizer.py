@@ -172,6 +172,11 @@ def featurize_many(images: Sequence[Atoms], setting: GMPSetting, derivatives: bo
             raise MfhpoError("dtype must be float64 or float32")
     dev = _resolve_device(device)
     images = list(images)
+    if len(setting.channels) > 1:
+        per_channel = [featurize_many(images, sub, derivatives=derivatives, dtype=dtype, device=dev, cache=cache,
+                                      progress=progress, source=f"{source} [{name}]")
+                       for sub, name in zip(setting.channel_settings(), setting.channels)]
+        return [_concat_channels(parts) for parts in zip(*per_channel)]
     results: list[Features | None] = [None] * len(images)
     todo = list(range(len(images)))
     if cache is not None:
@@ -200,6 +205,18 @@ def featurize_many(images: Sequence[Atoms], setting: GMPSetting, derivatives: bo
         finally:
             bar.close()
     return results  # type: ignore[return-value]
+
+
+def _concat_channels(parts: Sequence[Features]) -> Features:
+    """One structure's features of several channels side by side (same neighbour pairs: same cutoff)."""
+    first = parts[0]
+    fp = torch.cat([f.fp for f in parts], dim=1)
+    if first.dfp is None:
+        return Features(fp)
+    for f in parts[1:]:
+        if not (torch.equal(f.pair_i, first.pair_i) and torch.equal(f.pair_j, first.pair_j)):
+            raise MfhpoError("density channels produced different neighbour pairs")  # cannot happen: same cutoff
+    return Features(fp, first.pair_i, first.pair_j, torch.cat([f.dfp for f in parts], dim=1))
 
 
 class _Progress:

@@ -255,6 +255,8 @@ _PLANS: dict = {}
 
 
 def get_plan(setting: GMPSetting, device: torch.device) -> Plan:
+    if len(setting.channels) > 1:  # featurize_many computes one channel at a time
+        raise ValueError("a plan is built for one density channel; use setting.channel_settings()")
     key = (setting.key(), str(device))
     p = _PLANS.get(key)
     if p is None:

@@ -15,14 +15,16 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mfhpo.errors import MfhpoError
 from mfhpo.gmp import mcsh
 from mfhpo.gmp.densities import (
+    CHANNELS,
     Density,
+    channel_density,
     default_density,
     known_symbol,
     load_density_dir,
@@ -47,7 +49,8 @@ class GMPSetting:
     """Everything that determines GMP fingerprint values.
 
     ``columns``: ``(order, group, sigma)`` per feature, in output order (``group = 0`` for
-    ``gmpordernorm``). ``densities``: element -> ``((B, ...), (beta, ...))``.
+    ``gmpordernorm``). ``densities``: element -> ``((B, ...), (beta, ...))``. ``channels``: one block
+    of ``columns`` per density channel (:data:`~mfhpo.gmp.densities.CHANNELS`), in this order.
     """
 
     scheme: str
@@ -59,6 +62,7 @@ class GMPSetting:
     solid_harmonics: bool = False
     elements: tuple = ()
     densities: Mapping[str, Density] = field(default_factory=dict)
+    channels: tuple = ("valence",)
 
     # ----------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -95,6 +99,11 @@ class GMPSetting:
             dens[el] = (tuple(float(b) for b in B), tuple(float(e) for e in beta))
         object.__setattr__(self, "elements", tuple(sorted(self.elements)))
         object.__setattr__(self, "densities", dens)
+        channels = tuple(str(c) for c in self.channels)
+        bad = [c for c in channels if c not in CHANNELS]
+        if not channels or bad or len(set(channels)) != len(channels):
+            raise MfhpoError(f"{src}: channels must be distinct names out of {', '.join(CHANNELS)}, got {list(channels)}")
+        object.__setattr__(self, "channels", channels)
 
     def __hash__(self) -> int:
         return hash(self.key())
@@ -102,7 +111,16 @@ class GMPSetting:
     # ----------------------------------------------------------------------------------------
     @property
     def nfeat(self) -> int:
-        return len(self.columns)
+        return len(self.columns) * len(self.channels)
+
+    def channel_settings(self) -> list[GMPSetting]:
+        """One single-channel setting per channel (densities rescaled); their features, concatenated
+        in this order, are this setting's features."""
+        if self.channels == ("valence",):
+            return [self]
+        return [replace(self, channels=("valence",),
+                        densities={el: channel_density(el, self.densities[el], c) for el in self.elements})
+                for c in self.channels]
 
     def inv_rs(self, sigma: float) -> float:
         """``1/rs`` of a column with this sigma (spec section 3)."""
@@ -121,6 +139,7 @@ class GMPSetting:
             "solid_harmonics": bool(self.solid_harmonics),
             "elements": list(self.elements),
             "densities": {el: [list(self.densities[el][0]), list(self.densities[el][1])] for el in self.elements},
+            "channels": list(self.channels),
         }
 
     @classmethod
@@ -131,6 +150,7 @@ class GMPSetting:
             rs_setup=d.get("rs_setup", {"setup": "constant", "rs": 1.0}),
             solid_harmonics=bool(d.get("solid_harmonics", False)), elements=tuple(d["elements"]),
             densities={el: (tuple(v[0]), tuple(v[1])) for el, v in d["densities"].items()},
+            channels=tuple(d.get("channels", ("valence",))),
         )
 
     def key(self) -> str:
@@ -145,13 +165,16 @@ class GMPSetting:
                              "value": float(rs["scale_factor"] if rs.get("setup") == "scale" else rs.get("rs", 1.0))}
         if self.scheme == "gmp":
             d["solid_harmonics"] = False
+        if self.channels == ("valence",):
+            del d["channels"]  # keys of single-channel settings are those of earlier versions
         d["version"] = DEFINITION_VERSION
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
     def describe(self) -> str:
         orders = sorted({c[0] for c in self.columns})
-        return (f"{self.scheme}: {self.nfeat} features, orders {orders}, cutoff {self.cutoff:g} Å "
+        chans = "" if self.channels == ("valence",) else f", channels {'+'.join(self.channels)}"
+        return (f"{self.scheme}: {self.nfeat} features{chans}, orders {orders}, cutoff {self.cutoff:g} Å "
                 f"({self.cutoff_function}), square={self.square}, {len(self.elements)} elements")
 
     # ----------------------------------------------------------------------------------------
@@ -285,7 +308,8 @@ class GMPSetting:
         _check_rs(desc.rs_setup, "descriptor.rs_setup")
         return cls(scheme=desc.scheme, columns=tuple(columns), cutoff=float(desc.cutoff),
                    cutoff_function=desc.cutoff_function, square=bool(desc.square), rs_setup=dict(desc.rs_setup),
-                   solid_harmonics=desc.scheme == "gmpordernorm", elements=tuple(elements), densities=densities)
+                   solid_harmonics=desc.scheme == "gmpordernorm", elements=tuple(elements), densities=densities,
+                   channels=tuple(desc.channels))
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import numpy as np
 
 from mfhpo.config import GMP_GROUPS, TrialConfig, format_validation_error
 from mfhpo.errors import MfhpoError
+from mfhpo.gmp.densities import CHANNELS
 
 # name -> (tag, kind of value)
 PARAMS: dict[str, str] = {
@@ -42,6 +43,7 @@ PARAMS: dict[str, str] = {
     "scheme": "descriptor",
     "square": "descriptor",
     "densities": "descriptor",
+    "channels": "descriptor",
     # model (network)
     "kind": "model",
     "num_layers": "model",
@@ -96,9 +98,10 @@ class SpaceSpec:
 
 
 def _encode_choice(v: Any) -> Any:
-    """ConfigSpace categoricals hold scalars: lists (group subsets) become '1,2'; bools become 'true'."""
+    """ConfigSpace categoricals hold scalars: lists (group subsets, channels) become '1,2' /
+    'valence,period'; bools become 'true'."""
     if isinstance(v, (list, tuple)):
-        return ",".join(str(int(x)) for x in v)
+        return ",".join(str(x) for x in v)
     if isinstance(v, bool):
         return "true" if v else "false"
     return v
@@ -107,6 +110,8 @@ def _encode_choice(v: Any) -> Any:
 def _decode_choice(name: str, v: Any) -> Any:
     if name.startswith("groups_"):
         return [int(x) for x in str(v).split(",")] if not isinstance(v, list) else v
+    if name == "channels":
+        return str(v).split(",") if not isinstance(v, list) else v
     if v == "true":
         return True
     if v == "false":
@@ -181,6 +186,12 @@ def build_space_spec(study, source: str = "<study>") -> SpaceSpec:
                 continue
             if not isinstance(o, list) or not o or any(x not in GMP_GROUPS[k] for x in o):
                 raise MfhpoError(f"{source}: space.groups_{k}: each choice must be a non-empty subset of {GMP_GROUPS[k]} (or 'all'), got {o!r}")
+    ch = params.get("channels")
+    if ch is not None:
+        for o in (ch.choices if ch.kind == "cat" else [ch.value]):
+            if not isinstance(o, list) or not o or len(set(o)) != len(o) or any(x not in CHANNELS for x in o):
+                raise MfhpoError(f"{source}: space.channels: each choice must be a list of distinct names out of "
+                                 f"{', '.join(CHANNELS)}, got {o!r}")
     if "nodes" in params and "num_layers" not in params:
         raise MfhpoError(f"{source}: space.nodes: needs num_layers (fixed or searched)")
     nl = params.get("num_layers")
@@ -365,7 +376,7 @@ def materialize(study, spec: SpaceSpec, flat: dict[str, Any]) -> TrialConfig:
         else:
             sig = np.linspace(lo, hi, n).tolist()
         desc["sigmas"] = [round(float(s), 4) for s in sig]
-    for k in ("cutoff", "cutoff_function", "scheme", "square", "densities"):
+    for k in ("cutoff", "cutoff_function", "scheme", "square", "densities", "channels"):
         if k in f:
             desc[k] = f[k]
     if desc.get("scheme") == "gmpordernorm" and "orders" in desc:
