@@ -142,3 +142,13 @@ def test_shipped_studies_validate(name):
     study = load_study(REPO / "spaces" / name)
     spec = build_space_spec(study)
     assert to_configspace(spec).keys()
+
+
+@pytest.mark.parametrize("name", ["seed_gmp.yaml", "oc20.yaml", "md17_aspirin.yaml"])
+def test_shipped_trial_configs_validate(name):
+    from mfhpo.config import load_trial_config
+    from mfhpo.gmp import GMPSetting
+
+    cfg = load_trial_config(REPO / "configs" / name)
+    setting = GMPSetting.from_descriptor(cfg.descriptor, ["C", "H", "O", "Pt"])
+    assert setting.nfeat == len(setting.columns) * len(cfg.descriptor.channels)
