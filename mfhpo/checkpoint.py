@@ -38,7 +38,10 @@ def _versions() -> dict[str, str]:
         mv = version("mfhpo")
     except Exception:  # pragma: no cover - not installed
         mv = "unknown"
-    return {"mfhpo_version": str(mv), "torch_version": str(torch.__version__)}
+    # CPU results depend on the thread count in the last digits (float reductions): recorded so that a
+    # retrain can use the same (mfhpo.study.incumbent.retrain)
+    return {"mfhpo_version": str(mv), "torch_version": str(torch.__version__),
+            "torch_threads": int(torch.get_num_threads())}
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

@@ -5,11 +5,13 @@ metrics, also along a warm-start chain."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import zipfile
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from mfhpo.study.incumbent import incumbent_command
@@ -82,8 +84,11 @@ def test_tiny_training_study_end_to_end_and_bundle_reproduces(tmp_path, capsys):
             assert {"config.yaml", "checkpoint.pt", "manifest.json", "retrain.sh", "study.yaml", "metrics.json"} <= names
             assert not any(n.endswith((".extxyz", ".traj")) for n in names)  # never data copies
             z.extractall(unz)
+        # a different OMP_NUM_THREADS here: the retrain must use the thread count the trial recorded
+        env = {**os.environ, "OMP_NUM_THREADS": "1" if torch.get_num_threads() > 1 else "2"}
         r = subprocess.run(["bash", "retrain.sh", str(out / "replay")], cwd=unz, capture_output=True, text=True,
-                           timeout=600)
+                           timeout=600, env=env)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "CPU thread(s), as the study's trial did" in r.stdout
         rep = json.loads((out / "replay" / "retrain_report.json").read_text())
         assert rep["reproduced"], rep["mismatches"]

@@ -201,7 +201,20 @@ def compare_metrics(ref: dict, new: dict, rtol: float = RTOL, atol: float = ATOL
     return bad
 
 
+def _study_threads(checkpoint: Path) -> Optional[int]:
+    """CPU threads the incumbent's trial trained with (None for checkpoints older than that record)."""
+    from mfhpo.checkpoint import load_checkpoint
+
+    try:
+        n = load_checkpoint(checkpoint).get("torch_threads")
+    except Exception:
+        return None
+    return int(n) if n else None
+
+
 def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Optional[str] = None) -> dict:
+    import torch
+
     from mfhpo.config import Budget, load_trial_config
     from mfhpo.study.objective import load_study_dataset
     from mfhpo.train import train
@@ -220,6 +233,10 @@ def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Op
     if ds.hash() != d["train"]["hash"]:
         print(f"warning: {path} hash {ds.hash()} differs from the study's {d['train']['hash']}", file=sys.stderr)
     dev = device or ("cuda" if str(man.get("device", "cpu")).startswith("cuda") else "cpu")
+    threads = _study_threads(bundle_dir / "checkpoint.pt")
+    if dev == "cpu" and threads:
+        torch.set_num_threads(threads)
+        print(f"using {threads} CPU thread(s), as the study's trial did", flush=True)
     out = Path(out)
     prev = None
     res = None
@@ -239,6 +256,9 @@ def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Op
     (out / "retrain_report.json").write_text(json.dumps(report, indent=2, default=str))
     if bad:
         print("NOT reproduced:\n  " + "\n  ".join(bad))
+        if dev == "cpu" and not threads:
+            print(f"note: on the CPU the digits depend on the number of threads ({torch.get_num_threads()} here) and "
+                  "this bundle does not record the study's; rerun with OMP_NUM_THREADS as the study used")
     else:
         print(f"reproduced: {len([v for v in ref.values() if isinstance(v, (int, float))])} validation metrics match "
               f"(rtol {RTOL}); checkpoint {prev}")
