@@ -255,3 +255,35 @@ def test_dispatcher_passes_back_the_asked_trialinfo_and_respects_slots(tmp_path)
     ids = {id(i) for i in asked}
     assert all(id(i) in ids for i in told)
     assert opt.runhistory.finished == 14
+
+
+def test_resume_survives_smac_state_files_killed_mid_write(tmp_path):
+    """SMAC writes runhistory/intensifier/optimization.json in place; `mfhpo run` killed during that
+    write leaves an empty file. Resuming must not crash: the file is moved aside and SMAC restarts
+    from an empty history (the runner then tells it mfhpo's finished trials)."""
+    from ConfigSpace import ConfigurationSpace, Float
+    from smac.runhistory.dataclasses import TrialValue
+
+    from mfhpo.study.optimizers import make_optimizer, resume_cleanup, smac_state_dir
+
+    def build():
+        cs = ConfigurationSpace(seed=0)
+        cs.add(Float("x", (0.0, 1.0)))
+        return make_optimizer("smac-mf", cs, min_budget=1, max_budget=9, eta=3, seed=0,
+                              output_dir=tmp_path, name="s", overwrite=False)
+
+    opt = build()
+    for _ in range(3):
+        info = opt.ask()
+        opt.tell(info, TrialValue(cost=float(info.config["x"])))
+    state = smac_state_dir(tmp_path, "s", 0)
+    assert len(json.loads((state / "runhistory.json").read_text())["data"]) == 3
+    (state / "runhistory.json").write_text("")
+    (state / "optimization.json").write_text('{"used_wall')
+    assert resume_cleanup(state) == {"dropped": 0, "completed": 0}
+    assert (state / "runhistory.json.unreadable").exists() and (state / "optimization.json.unreadable").exists()
+    opt = build()  # loads without error, from an empty history
+    assert len(opt.runhistory) == 0
+    info = opt.ask()
+    opt.tell(info, TrialValue(cost=0.5))
+    assert len(opt.runhistory) == 1

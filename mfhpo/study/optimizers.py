@@ -160,6 +160,29 @@ def smac_state_dir(output_dir: Path, name: str, seed: int) -> Path:
     return Path(output_dir) / name / str(seed)
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _repair_killed_writes(state_dir: Path) -> None:
+    """SMAC writes its state files in place: a run killed mid-write leaves one empty or truncated.
+    An unreadable run history or intensifier state is moved aside (``*.unreadable``): SMAC then starts
+    from an empty history and the runner tells it every finished trial from mfhpo's own records. An
+    unreadable ``optimization.json`` (SMAC's time counters, which it cannot do without) is reset."""
+    for name in ("runhistory.json", "intensifier.json"):
+        path = state_dir / name
+        if path.exists() and _read_json(path) is None:
+            os.replace(path, path.with_suffix(".json.unreadable"))
+    opt = state_dir / "optimization.json"
+    if opt.exists() and _read_json(opt) is None:
+        os.replace(opt, opt.with_suffix(".json.unreadable"))
+        opt.write_text(json.dumps({"used_walltime": 0.0, "used_target_function_walltime": 0.0,
+                                   "used_target_function_cputime": 0.0, "last_update": 0.0, "finished": False}))
+
+
 def resume_cleanup(state_dir: Path, keep: Callable[[dict], dict | None] | None = None,
                    output_directory: Path | None = None) -> dict:
     """Before resuming: drop RUNNING trials from ``runhistory.json`` so that SMAC re-queues them.
@@ -180,6 +203,7 @@ def resume_cleanup(state_dir: Path, keep: Callable[[dict], dict | None] | None =
             tmp = sc_path.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(sc, indent=2))
             os.replace(tmp, sc_path)
+    _repair_killed_writes(Path(state_dir))
     rh_path = Path(state_dir) / "runhistory.json"
     if not rh_path.exists():
         return {"dropped": 0, "completed": 0}
