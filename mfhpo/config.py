@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mfhpo.errors import MfhpoError
+from mfhpo.gmp.densities import channels_problem
 
 SEED_SIGMAS = [0.2, 0.69, 1.1, 1.66, 2.66]
 # groups available per order in AMPTorch's "gmp" scheme (spec table 4.4)
@@ -46,13 +47,14 @@ class DescriptorConfig(_Strict):
     # "default": mfhpo's built-in Gaussian density model; otherwise a directory of AMPTorch .g files
     densities: str = "default"
     # one block of features per density channel (docs/featurizer.md, "Chemical channels")
-    channels: list[Literal["valence", "count", "period"]] = Field(default_factory=lambda: ["valence"], min_length=1)
+    channels: list[str] = Field(default_factory=lambda: ["valence"])
 
     @field_validator("channels")
     @classmethod
-    def _distinct_channels(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("channels must not repeat")
+    def _valid_channels(cls, v: list[str]) -> list[str]:
+        problem = channels_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("sigmas")

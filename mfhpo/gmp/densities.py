@@ -135,6 +135,14 @@ def electrons(density: Density) -> float:
 CHANNELS = ("valence", "count", "period")
 
 
+def channels_problem(channels) -> str | None:
+    """Why ``channels`` is not a valid channel list (None when it is): config, setting and space use this."""
+    names = list(channels) if isinstance(channels, (list, tuple)) else None
+    if not names or len(set(names)) != len(names) or any(c not in CHANNELS for c in names):
+        return f"channels must be a list of distinct names out of {', '.join(CHANNELS)}, got {channels!r}"
+    return None
+
+
 def period(symbol: str) -> int:
     """Row of the periodic table (H, He: 1; Li..Ne: 2; ...)."""
     z = atomic_numbers[symbol]

@@ -22,9 +22,9 @@ from typing import Any
 from mfhpo.errors import MfhpoError
 from mfhpo.gmp import mcsh
 from mfhpo.gmp.densities import (
-    CHANNELS,
     Density,
     channel_density,
+    channels_problem,
     default_density,
     known_symbol,
     load_density_dir,
@@ -100,9 +100,9 @@ class GMPSetting:
         object.__setattr__(self, "elements", tuple(sorted(self.elements)))
         object.__setattr__(self, "densities", dens)
         channels = tuple(str(c) for c in self.channels)
-        bad = [c for c in channels if c not in CHANNELS]
-        if not channels or bad or len(set(channels)) != len(channels):
-            raise MfhpoError(f"{src}: channels must be distinct names out of {', '.join(CHANNELS)}, got {list(channels)}")
+        problem = channels_problem(channels)
+        if problem:
+            raise MfhpoError(f"{src}: {problem}")
         object.__setattr__(self, "channels", channels)
 
     def __hash__(self) -> int:

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mfhpo.study.rundir import atomic_write_text
+
 KINDS = ("smac-mf", "smac-bo", "random")
 
 
@@ -179,8 +181,9 @@ def _repair_killed_writes(state_dir: Path) -> None:
     opt = state_dir / "optimization.json"
     if opt.exists() and _read_json(opt) is None:
         os.replace(opt, opt.with_suffix(".json.unreadable"))
-        opt.write_text(json.dumps({"used_walltime": 0.0, "used_target_function_walltime": 0.0,
-                                   "used_target_function_cputime": 0.0, "last_update": 0.0, "finished": False}))
+        atomic_write_text(opt, json.dumps({"used_walltime": 0.0, "used_target_function_walltime": 0.0,
+                                           "used_target_function_cputime": 0.0, "last_update": 0.0,
+                                           "finished": False}))
 
 
 def resume_cleanup(state_dir: Path, keep: Callable[[dict], dict | None] | None = None,
@@ -200,9 +203,7 @@ def resume_cleanup(state_dir: Path, keep: Callable[[dict], dict | None] | None =
         sc = json.loads(sc_path.read_text())
         if sc.get("output_directory") != str(output_directory):
             sc["output_directory"] = str(output_directory)
-            tmp = sc_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(sc, indent=2))
-            os.replace(tmp, sc_path)
+            atomic_write_text(sc_path, json.dumps(sc, indent=2))
     _repair_killed_writes(Path(state_dir))
     rh_path = Path(state_dir) / "runhistory.json"
     if not rh_path.exists():
@@ -227,9 +228,7 @@ def resume_cleanup(state_dir: Path, keep: Callable[[dict], dict | None] | None =
             stats["submitted"] = len(out)
             stats["finished"] = sum(1 for e in out if int(e["status"]) != int(StatusType.RUNNING))
             stats["running"] = 0
-        tmp = rh_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, rh_path)
+        atomic_write_text(rh_path, json.dumps(data, indent=2))  # as SMAC writes it (NaN kept)
     return {"dropped": dropped, "completed": completed}
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from mfhpo.config import GMP_GROUPS, TrialConfig, format_validation_error
 from mfhpo.errors import MfhpoError
-from mfhpo.gmp.densities import CHANNELS
+from mfhpo.gmp.densities import channels_problem
 
 # name -> (tag, kind of value)
 PARAMS: dict[str, str] = {
@@ -189,9 +189,9 @@ def build_space_spec(study, source: str = "<study>") -> SpaceSpec:
     ch = params.get("channels")
     if ch is not None:
         for o in (ch.choices if ch.kind == "cat" else [ch.value]):
-            if not isinstance(o, list) or not o or len(set(o)) != len(o) or any(x not in CHANNELS for x in o):
-                raise MfhpoError(f"{source}: space.channels: each choice must be a list of distinct names out of "
-                                 f"{', '.join(CHANNELS)}, got {o!r}")
+            problem = channels_problem(o)
+            if problem:
+                raise MfhpoError(f"{source}: space.channels: {problem}")
     if "nodes" in params and "num_layers" not in params:
         raise MfhpoError(f"{source}: space.nodes: needs num_layers (fixed or searched)")
     nl = params.get("num_layers")
