@@ -114,11 +114,13 @@ def incumbent(
 def report(
     rundirs: List[Path] = typer.Argument(..., help="one or more runs/<study> directories"),
     out: Path = typer.Option(..., "--out", help="output directory for report.html, figures and summary.md"),
+    link_figures: bool = typer.Option(False, "--link-figures",
+                                      help="link figures/*.png from report.html instead of embedding them"),
 ) -> None:
     """Write an HTML + Markdown report for one or more studies."""
     from mfhpo.report import report_command
 
-    report_command(rundirs, out)
+    report_command(rundirs, out, link_figures)
 
 
 @app.command("cluster-script")

@@ -17,7 +17,7 @@ import report_synthetic  # noqa: E402
 
 from mfhpo.cli import main  # noqa: E402
 from mfhpo.errors import MfhpoError  # noqa: E402
-from mfhpo.report import analysis, load_study  # noqa: E402
+from mfhpo.report import analysis, load_study, tables  # noqa: E402
 from mfhpo.report.importance import rf_fanova  # noqa: E402
 
 
@@ -54,6 +54,31 @@ def test_trajectory_counts_only_the_highest_budget_and_all_compute(tmp_path):
     assert inc["trial_id"] == 5  # best at the highest budget (9), even though it is worse
 
 
+def _spec(rundir: Path, data: str) -> None:
+    (rundir / "study.yaml").write_text(yaml.safe_dump({"name": rundir.name, "data": {"train": data},
+                                                       "metric": {"energy": "energy_mae_per_atom"}}))
+
+
+def test_compute_to_reach_compares_only_studies_of_the_same_problem(tmp_path):
+    mf = [_row(0, 0, 1, 0.05, ee=1, minute=0), _row(1, 1, 1, 0.01, ee=1, minute=1),  # budget 1: not results
+          _row(2, 1, 3, 0.04, ee=3, minute=2), _row(3, 1, 9, 0.035, ee=9, minute=3),
+          _row(4, 2, 9, 0.02, ee=9, minute=4)]
+    rnd = [_row(0, 0, 9, 0.03, opt="random", ee=9, minute=0), _row(1, 1, 9, 0.025, opt="random", ee=9, minute=1),
+           _row(2, 2, 9, 0.06, opt="random", ee=9, minute=2)]
+    for name, rows, data in [("mf", mf, "a.xyz"), ("rnd", rnd, "a.xyz"), ("other", rnd, "b.xyz")]:
+        _table(tmp_path / name, rows)
+        _spec(tmp_path / name, data)
+    a, b, c = (load_study(tmp_path / n) for n in ("mf", "rnd", "other"))
+    assert analysis.comparable(a, b) and not analysis.comparable(a, c)
+    r = analysis.compute_to_reach(a, b)  # random's final best 0.025: mf reaches it with trial 4
+    assert r["target"] == 0.025 and r["a_epoch_equivalents"] == 23 and r["b_total"] == 27 and r["b_self"] == 18
+    assert r["ratio"] == pytest.approx(23 / 27)
+    back = analysis.compute_to_reach(b, a)  # mf's 0.02 is never reached by random
+    assert np.isnan(back["a_epoch_equivalents"]) and back["b_self"] == 23
+    table = tables.compute_to_reach([a, b, c]).markdown()
+    assert "| mf | rnd | 0.025 | 23 | 27 | 0.85 | 18 |" in table and "other" not in table
+
+
 def test_partial_and_resumed_tables_are_read(tmp_path):
     rows = [_row(0, 0, 1, 0.05, minute=0), _row(1, 1, 1, 0.04, minute=1), _row(1, 1, 1, 0.03, minute=2)]
     _table(tmp_path / "s", rows)
@@ -82,7 +107,7 @@ def test_importance_ranks_the_driving_hyperparameter_first():
     assert info["r2_oob"] > 0.5 and (imp["std"] >= 0).all()
 
 
-def _check_report(out: Path, n_figures_min: int) -> str:
+def _check_report(out: Path, n_figures_min: int, embedded: bool = True) -> str:
     html = (out / "report.html").read_text()
     md = (out / "summary.md").read_text()
     figs = sorted((out / "figures").glob("*.png"))
@@ -90,9 +115,13 @@ def _check_report(out: Path, n_figures_min: int) -> str:
     for f in figs:
         data = f.read_bytes()
         assert len(data) > 5000 and data[:8] == b"\x89PNG\r\n\x1a\n", f
-        assert base64.b64encode(data).decode() in html, f"{f.name} not embedded in report.html"
+        if embedded:
+            assert base64.b64encode(data).decode() in html, f"{f.name} not embedded in report.html"
+        else:
+            assert f"src='figures/{f.name}'" in html, f"{f.name} not linked from report.html"
         assert f"figures/{f.name}" in md, f"{f.name} not referenced in summary.md"
     assert "<script" not in html and not re.search(r"(src|href)=['\"]https?://", html)  # offline
+    assert ("data:image/png" in html) == embedded
     return html
 
 
@@ -132,6 +161,19 @@ def test_two_runs_of_one_study_get_distinct_columns(tmp_path):
     assert exc.value.code in (0, None)
     summary = (out / "summary.md").read_text()
     assert "same (same)" in summary and "same (same_rerun)" in summary
+
+
+def test_linked_figures_keep_report_html_small(tmp_path):
+    a = report_synthetic.build(tmp_path / "runs", name="linked", seed=0)
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(a), "--out", str(tmp_path / "embedded")])
+    assert exc.value.code in (0, None)
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(a), "--out", str(tmp_path / "linked"), "--link-figures"])
+    assert exc.value.code in (0, None)
+    _check_report(tmp_path / "linked", 5, embedded=False)
+    small, big = (tmp_path / "linked" / "report.html").stat().st_size, (tmp_path / "embedded" / "report.html").stat().st_size
+    assert small * 5 < big
 
 
 def test_report_cli_errors_are_one_line(tmp_path, capsys):

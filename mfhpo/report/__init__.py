@@ -11,7 +11,7 @@ from mfhpo.report.load import Study, load_study, load_trials
 __all__ = ["report_command", "build_report", "load_study", "load_trials", "Study"]
 
 
-def report_command(rundirs: Sequence[Path], out: Path) -> None:
+def report_command(rundirs: Sequence[Path], out: Path, link_figures: bool = False) -> None:
     """Write ``out``/report.html, ``out``/summary.md and ``out``/figures/*.png."""
-    res = build_report([Path(r) for r in rundirs], Path(out))
+    res = build_report([Path(r) for r in rundirs], Path(out), embed=not link_figures)
     print(f"wrote {res['html']} ({len(res['figures'])} figures) and {res['markdown']}")

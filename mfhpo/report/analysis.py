@@ -54,6 +54,33 @@ def trajectories(study: Study) -> dict[str, pd.DataFrame]:
     return {opt: trajectory(study.trials[study.trials["optimizer"] == opt]) for opt in study.optimizers}
 
 
+def comparable(a: Study, b: Study) -> bool:
+    """Same data, split and minimised metric: the two studies' costs measure the same thing."""
+    return a.objective == b.objective and a.problem is not None and a.problem == b.problem
+
+
+def compute_to_reach(a: Study, b: Study) -> dict | None:
+    """How much compute study ``a`` spent until its incumbent was at least as good as ``b``'s final one.
+
+    Only ``a``'s incumbents at the budget of its final incumbent count (a low-budget cost is not a
+    result). Returns target (``b``'s final incumbent cost), a_epoch_equivalents (NaN: never reached),
+    b_total (``b``'s whole compute), b_self (what ``b`` itself needed to get there) and
+    ratio = a_epoch_equivalents / b_total; None when either study has no incumbent."""
+    ta, tb = trajectory(a.trials), trajectory(b.trials)
+    if ta.empty or tb.empty or tb["incumbent_cost"].isna().all() or ta["incumbent_cost"].isna().all():
+        return None
+    target = float(tb["incumbent_cost"].iloc[-1])
+
+    def first_at(t: pd.DataFrame) -> float:  # compute until the incumbent at the final budget <= target
+        hit = t[(t["incumbent_budget"] == t["incumbent_budget"].iloc[-1]) & (t["incumbent_cost"] <= target)]
+        return float(hit["epoch_equivalents"].iloc[0]) if len(hit) else float("nan")
+
+    a_ee, b_self = first_at(ta), first_at(tb)
+    b_total = float(tb["epoch_equivalents"].iloc[-1])
+    return {"target": target, "a_epoch_equivalents": a_ee, "b_total": b_total, "b_self": b_self,
+            "ratio": a_ee / b_total if b_total > 0 else float("nan")}
+
+
 def rungs(study: Study, optimizer: str | None = None) -> pd.DataFrame:
     """Per budget: trials, successes, distinct configurations, and configurations promoted from a lower
     budget (of one optimizer, or of all)."""

@@ -146,8 +146,11 @@ def _study_section(study: Study, slug: str, w: Writer) -> tuple[Section, object]
     return sec, imp
 
 
-def build_report(rundirs: list[Path], out: Path) -> dict:
-    """Write report.html, summary.md and figures/ under ``out``; return paths and studies."""
+def build_report(rundirs: list[Path], out: Path, embed: bool = True) -> dict:
+    """Write report.html, summary.md and figures/ under ``out``; return paths and studies.
+
+    ``embed``: figures inside report.html as data URIs (one self-contained file); otherwise
+    report.html links ``figures/*.png`` (a much smaller file, e.g. for a report kept in git)."""
     if not rundirs:
         raise MfhpoError("report: give at least one run directory")
     studies = [load_study(r) for r in rundirs]
@@ -169,6 +172,9 @@ def build_report(rundirs: list[Path], out: Path) -> dict:
         cross = Section("Across studies", anchor="across")
         cross.blocks.append(Block("table", title="Incumbent metrics next to baselines",
                                   table=tables.cross_metrics(studies)))
+        reach = tables.compute_to_reach(studies)
+        if reach is not None:
+            cross.blocks.append(Block("table", title="Compute to match another study's final result", table=reach))
         cross.blocks.append(Block("table", title="Optimal hyperparameters and their importance",
                                   table=tables.cross_hyperparameters(studies, imps)))
         b = w.figure(figures.cross_progress(studies), "all_studies_progress", "Incumbent vs compute, all studies")
@@ -185,7 +191,7 @@ def build_report(rundirs: list[Path], out: Path) -> dict:
     title = "mfhpo report: " + ", ".join(s.name for s in studies)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     html_path = w.out / "report.html"
-    html_path.write_text(render_html(title, stamp, sections, w.out))
+    html_path.write_text(render_html(title, stamp, sections, w.out, embed))
     md_path = w.out / "summary.md"
     md_path.write_text(render_markdown(title, stamp, sections, w.out))
     return {"html": html_path, "markdown": md_path, "figures": w.figures, "studies": studies}
@@ -204,12 +210,13 @@ nav a{margin-right:14px}
 """
 
 
-def render_html(title: str, stamp: str, sections: list[Section], out: Path) -> str:
+def render_html(title: str, stamp: str, sections: list[Section], out: Path, embed: bool = True) -> str:
     e = html.escape
+    how = ("Self-contained: figures are embedded; the same PNG files are in <code>figures/</code>." if embed
+           else "Figures are linked from <code>figures/</code>: keep that folder next to this file.")
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
              f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>",
-             f"<p>Generated {e(stamp)} by <code>mfhpo report</code>. Self-contained: figures are embedded; "
-             "the same PNG files are in <code>figures/</code>. Numbers come from each study's "
+             f"<p>Generated {e(stamp)} by <code>mfhpo report</code>. {how} Numbers come from each study's "
              "<code>trials.csv</code>.</p><nav>"]
     parts += [f"<a href='#{e(s.anchor)}'>{e(s.title)}</a>" for s in sections]
     parts.append("</nav>")
@@ -217,10 +224,10 @@ def render_html(title: str, stamp: str, sections: list[Section], out: Path) -> s
         parts.append(f"<h2 id='{e(s.anchor)}'>{e(s.title)}</h2>")
         for b in s.blocks:
             if b.kind == "figure":
-                data = base64.b64encode(b.path.read_bytes()).decode()
                 rel = b.path.relative_to(out).as_posix()
+                src = f"data:image/png;base64,{base64.b64encode(b.path.read_bytes()).decode()}" if embed else rel
                 parts.append(f"<figure><h3>{e(b.title)}</h3><img alt='{e(b.title)}' data-file='{e(rel)}' "
-                             f"src='data:image/png;base64,{data}'><figcaption>{e(rel)}</figcaption></figure>")
+                             f"src='{e(src)}'><figcaption>{e(rel)}</figcaption></figure>")
             elif b.kind == "table" and b.table is not None:
                 if b.title:
                     parts.append(f"<h3>{e(b.title)}</h3>")

@@ -33,6 +33,7 @@ class Study:
     objective: str  # the trial-table column that ``cost`` is ("val_energy_mae_per_atom", ...; "cost" if unknown)
     objective_label: str = "cost"  # axis label with units
     notes: list[str] = field(default_factory=list)
+    problem: dict | None = None  # data hash, split and metric: studies with equal problems have comparable costs
 
     # ---- views (all derived from ``trials``) -------------------------------------------------
     @property
@@ -131,6 +132,23 @@ def _load_spec(rundir: Path) -> dict:
     return {}
 
 
+def _load_problem(rundir: Path, spec: dict) -> dict | None:
+    """What makes two studies' costs comparable: the training data (hash), the split and the metric,
+    from the run's state.json (written by ``mfhpo run``); else the study file's data and metric."""
+    p = rundir / "state.json"
+    if p.exists():
+        try:
+            state = json.loads(p.read_text())
+            data = state["provenance"]["data"]
+            return {"train": data["train"]["hash"], "split": data["split"], "test": data.get("test", {}).get("hash"),
+                    "metric": state.get("metric")}
+        except (ValueError, KeyError, TypeError):
+            pass
+    if spec.get("data") is not None:
+        return {"data": spec.get("data"), "metric": spec.get("metric")}
+    return None
+
+
 def _objective_column(trials: pd.DataFrame, spec: dict) -> str:
     """Which ``val_*`` column ``cost`` is: the one it equals on every successful row, else the study file."""
     ok = trials[trials["status"] == SUCCESS]
@@ -227,4 +245,4 @@ def load_study(rundir: str | Path) -> Study:
     name = str(spec.get("name") or rundir.resolve().name)
     col = _objective_column(trials, spec)
     return Study(name=name, rundir=rundir, spec=spec, trials=trials, objective=col,
-                 objective_label=objective_label(col, spec), notes=notes)
+                 objective_label=objective_label(col, spec), notes=notes, problem=_load_problem(rundir, spec))

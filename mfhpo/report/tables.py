@@ -147,6 +147,30 @@ def cross_metrics(studies: list[Study]) -> Table:
                  "baseline = per-element linear fit (energies) / zero forces (forces), same split")
 
 
+def compute_to_reach(studies: list[Study]) -> Table | None:
+    """For every ordered pair of comparable studies (same data, split and metric): the compute one
+    needed to match the other's final result."""
+    rows = []
+    for a in studies:
+        for b in studies:
+            if a is b or not analysis.comparable(a, b):
+                continue
+            r = analysis.compute_to_reach(a, b)
+            if r is None:
+                continue
+            reached = math.isfinite(r["a_epoch_equivalents"])
+            rows.append([a.name, b.name, f"{r['target']:.4g}",
+                         f"{r['a_epoch_equivalents']:.0f}" if reached else "not reached",
+                         f"{r['b_total']:.0f}", f"{r['ratio']:.2f}" if reached else "–", f"{r['b_self']:.0f}"])
+    if not rows:
+        return None
+    return Table(["study A", "study B", "B's final best cost", "A's compute to reach it", "B's total compute",
+                  "ratio A / B total", "B's own compute to reach it"], rows,
+                 "compute in epoch-equivalents (epochs × training-subset fraction, crashed trials included); "
+                 "A's incumbent counts only at the budget of its final incumbent; pairs of studies on the same "
+                 "data, split and metric (from each run's state.json)")
+
+
 def cross_hyperparameters(studies: list[Study], imps: list[pd.DataFrame]) -> Table:
     names: list[str] = []
     for s in studies:
