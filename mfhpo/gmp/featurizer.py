@@ -240,8 +240,16 @@ class _Progress:
 
 def _run(plan: Plan, images, todo, derivatives: bool, budget: int, source: str):
     """Yield (image index, Features) in order, computing chunk by chunk (chunks of about ``budget``
-    pairs; a large structure is split by centres)."""
+    pairs; a large structure is split by centres).
+
+    On the CPU every chunk holds pieces of one structure only, so a structure's features do not
+    depend on which other structures were featurized in the same call: BLAS sums over padded pair
+    columns and row blocks round differently for different chunk shapes (1 ulp), and training
+    amplifies such differences, so features cached by a study's low-budget trials would differ from
+    a bundle retrain's fresh ones. On CUDA small structures share chunks (speed; CUDA training is
+    not bitwise reproducible anyway)."""
     dev = plan.device
+    share_chunks = dev.type != "cpu" or os.environ.get("MFHPO_GMP_SHARE_CHUNKS") == "1"  # "1": benchmarks only
     pending: list = []  # pieces: (img, nb, elem, c0, c1)
     npend = 0
     partial: dict = {}
@@ -280,7 +288,7 @@ def _run(plan: Plan, images, todo, derivatives: bool, budget: int, source: str):
         elem = _element_indices(atoms, plan, where)
         nb = neighbor_pairs(atoms, plan.cutoff, unique=derivatives)
         n = nb.natoms
-        if pending and npend + nb.npair + n > budget >= nb.npair + n:
+        if pending and (not share_chunks or npend + nb.npair + n > budget >= nb.npair + n):
             yield from flush()  # a structure that fits in one chunk is not split (no concatenation)
         c0 = 0
         while c0 < n:
