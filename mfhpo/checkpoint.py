@@ -39,9 +39,10 @@ def _versions() -> dict[str, str]:
     except Exception:  # pragma: no cover - not installed
         mv = "unknown"
     # CPU results depend on the thread count in the last digits (float reductions): recorded so that a
-    # retrain can use the same (mfhpo.study.incumbent.retrain)
+    # retrain can use the same (mfhpo.study.incumbent.retrain). gmp_chunks: features are computed one
+    # structure per chunk on the CPU (mfhpo.gmp.featurizer._run); checkpoints without it predate that.
     return {"mfhpo_version": str(mv), "torch_version": str(torch.__version__),
-            "torch_threads": int(torch.get_num_threads())}
+            "torch_threads": int(torch.get_num_threads()), "gmp_chunks": "per-structure"}
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:

@@ -11,6 +11,7 @@ chain, data paths and hashes (never the data), split, package versions, metrics,
 from __future__ import annotations
 
 import json
+import os
 import math
 import shutil
 import sys
@@ -201,15 +202,17 @@ def compare_metrics(ref: dict, new: dict, rtol: float = RTOL, atol: float = ATOL
     return bad
 
 
-def _study_threads(checkpoint: Path) -> Optional[int]:
-    """CPU threads the incumbent's trial trained with (None for checkpoints older than that record)."""
+def _study_runtime(checkpoint: Path) -> tuple[Optional[int], Optional[str]]:
+    """CPU threads the incumbent's trial trained with and how its features were chunked (None for
+    checkpoints older than those records)."""
     from mfhpo.checkpoint import load_checkpoint
 
     try:
-        n = load_checkpoint(checkpoint).get("torch_threads")
+        ck = load_checkpoint(checkpoint)
     except Exception:
-        return None
-    return int(n) if n else None
+        return None, None
+    n = ck.get("torch_threads")
+    return (int(n) if n else None), ck.get("gmp_chunks")
 
 
 def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Optional[str] = None) -> dict:
@@ -233,10 +236,15 @@ def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Op
     if ds.hash() != d["train"]["hash"]:
         print(f"warning: {path} hash {ds.hash()} differs from the study's {d['train']['hash']}", file=sys.stderr)
     dev = device or ("cuda" if str(man.get("device", "cpu")).startswith("cuda") else "cpu")
-    threads = _study_threads(bundle_dir / "checkpoint.pt")
+    threads, chunks = _study_runtime(bundle_dir / "checkpoint.pt")
     if dev == "cpu" and threads:
         torch.set_num_threads(threads)
         print(f"using {threads} CPU thread(s), as the study's trial did", flush=True)
+    if dev == "cpu" and chunks is None:
+        # features of a bundle made before one-structure-per-chunk featurization: chunk as its study did
+        os.environ["MFHPO_GMP_SHARE_CHUNKS"] = "1"
+        print("bundle predates per-structure featurization: featurizing with shared chunks, as its study did "
+              "(reproduces where the study featurized in the same batches)", flush=True)
     out = Path(out)
     prev = None
     res = None
