@@ -249,7 +249,8 @@ def _run(plan: Plan, images, todo, derivatives: bool, budget: int, source: str):
     a bundle retrain's fresh ones. On CUDA small structures share chunks (speed; CUDA training is
     not bitwise reproducible anyway)."""
     dev = plan.device
-    share_chunks = dev.type != "cpu" or os.environ.get("MFHPO_GMP_SHARE_CHUNKS") == "1"  # "1": benchmarks, old bundles' retrains
+    # MFHPO_GMP_SHARE_CHUNKS=1: benchmarks and retrains of bundles made before per-structure chunks
+    share_chunks = dev.type != "cpu" or os.environ.get("MFHPO_GMP_SHARE_CHUNKS") == "1"
     pending: list = []  # pieces: (img, nb, elem, c0, c1)
     npend = 0
     partial: dict = {}

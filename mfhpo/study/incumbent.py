@@ -11,8 +11,8 @@ chain, data paths and hashes (never the data), split, package versions, metrics,
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import shutil
 import sys
 import zipfile
