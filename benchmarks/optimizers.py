@@ -193,7 +193,7 @@ def _real_state(study_dict: dict, cache_dir: str | None, kind: str = "demo") -> 
     import torch
 
     from mfhpo.data import Dataset
-    from mfhpo.demo import generate_demo
+    from mfhpo.demo import WIDE, generate_demo
     from mfhpo.gmp.featurizer import featurize_many
     from mfhpo.gmp.setting import GMPSetting
     from mfhpo.study.config import parse_study
@@ -204,7 +204,7 @@ def _real_state(study_dict: dict, cache_dir: str | None, kind: str = "demo") -> 
     study = parse_study(study_dict, f"<optbench-{kind}>")
     spec = build_space_spec(study, f"<optbench-{kind}>")
     d = study.data
-    images = (generate_demo(d.demo_structures, seed=d.demo_seed) if kind == "demo"
+    images = (generate_demo(d.demo_structures, seed=d.demo_seed, choice=WIDE) if kind == "demo"
               else generate_emt_bulk(d.demo_structures, seed=d.demo_seed))
     ds = Dataset.from_images(images, source=kind)
     disk = None

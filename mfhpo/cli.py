@@ -111,6 +111,19 @@ def incumbent(
 
 
 @app.command()
+def bundle(
+    train_dir: Path = typer.Argument(..., help="output directory of `mfhpo train ... --out TRAIN_DIR`"),
+    data: Path = typer.Option(..., "--data", help="the training file it was trained on (checked by hash)"),
+    study: Optional[Path] = typer.Option(None, "--study", help="the study file that found the configuration"),
+    out: Path = typer.Option(..., "--out", help="bundle directory (bundle.zip and its unpacked files)"),
+) -> None:
+    """Pack one training (e.g. a longer training of a study's incumbent) into a reproducibility bundle."""
+    from mfhpo.study.bundle import bundle_command
+
+    bundle_command(train_dir, data, study, out)
+
+
+@app.command()
 def report(
     rundirs: List[Path] = typer.Argument(..., help="one or more runs/<study> directories"),
     out: Path = typer.Option(..., "--out", help="output directory for report.html, figures and summary.md"),
