@@ -100,6 +100,17 @@ def status(rundir: Path = typer.Argument(..., help="runs/<study>")) -> None:
 
 
 @app.command()
+def dashboard(
+    rundir: Path = typer.Argument(..., help="runs/<study>"),
+    port: int = typer.Option(8080, "--port", help="port on 127.0.0.1 (a free one when taken)"),
+) -> None:
+    """Serve optuna-dashboard on the study's live Optuna mirror (<rundir>/optuna/journal.log)."""
+    from mfhpo.study.dashboard import dashboard_command
+
+    dashboard_command(rundir, port=port)
+
+
+@app.command()
 def incumbent(
     rundir: Path = typer.Argument(..., help="runs/<study>"),
     out: Optional[Path] = typer.Option(None, "--out", help="export directory (default <rundir>/incumbent)"),
