@@ -290,6 +290,7 @@ class _Off:
 
 
 _told_missing = False
+_told_live: set[str] = set()
 
 
 def open_mirror(root: Path, study_name: str, stage: str, configspace, metric,
@@ -302,7 +303,11 @@ def open_mirror(root: Path, study_name: str, stage: str, configspace, metric,
             _told_missing = True
         return _Off()
     try:
-        return OptunaMirror(root, study_name, stage, configspace, metric, note=note)
+        mirror = OptunaMirror(root, study_name, stage, configspace, metric, note=note)
     except Exception as exc:  # an unreadable journal never stops a study
         note(f"optuna mirror off: {type(exc).__name__}: {exc}")
         return _Off()
+    if str(root) not in _told_live:
+        note(f"live view: mfhpo dashboard {root}  (optuna-dashboard on {journal_path(root)})")
+        _told_live.add(str(root))
+    return mirror
