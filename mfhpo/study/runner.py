@@ -202,6 +202,17 @@ class StudyRun:
             parts.append(f"device-h {self.device_hours():.3f}/{self.gpu_cap:g}")
         return ", ".join(parts)
 
+    def budget_parts(self) -> list[tuple[str, float, Optional[float], str]]:
+        """(name, used, cap or None, text) of each budget: the live view's progress bars."""
+        n, el = self.n_finished(), self.elapsed()
+        parts = [("trials", n, self.trials_cap, f"{n}" + (f"/{self.trials_cap}" if self.trials_cap else "")),
+                 ("wall", el, self.wall_cap, f"{el / 60:.1f}" + (f"/{self.wall_cap / 60:.1f}" if self.wall_cap else "")
+                  + " min")]
+        if self.gpu_cap:
+            dh = self.device_hours()
+            parts.append(("device-h", dh, self.gpu_cap, f"{dh:.3f}/{self.gpu_cap:g}"))
+        return parts
+
     def exhausted(self) -> Optional[str]:
         if self.trials_cap is not None and self.n_finished() >= self.trials_cap:
             return f"trial budget reached ({self.n_finished()} trials)"
@@ -480,7 +491,8 @@ class StudyRun:
             self.note(f"run directory {rd.root}; {handle.summary() if hasattr(handle, 'summary') else ''}")
             for line in dask_dashboard_lines(handle, ccfg.dashboard_port):
                 self.note(line)
-            self.view = ProgressView(study.name, study.metric, self.budget_text, enabled=self.show_progress)
+            self.view = ProgressView(study.name, study.metric, self.budget_text, enabled=self.show_progress,
+                                     budget_parts=self.budget_parts)
             self.view.records = [r for r in self.records.values() if r.get("status") in FINISHED]
             self.view.start()
             try:
