@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import math
 import warnings
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -124,7 +124,7 @@ def _when(rec: dict, key: str) -> Optional[datetime]:
         t = datetime.fromisoformat(str(s))
     except ValueError:
         return None
-    return t if t.tzinfo is None else t.astimezone(timezone.utc).replace(tzinfo=None)
+    return t if t.tzinfo is None else t.astimezone().replace(tzinfo=None)  # Optuna's naive local time
 
 
 def validation_curve(trial_dir: Path, metric) -> dict[int, float]:
