@@ -35,7 +35,8 @@ def test_dask_dashboard_is_served_during_a_run_on_the_port_bound(tmp_path):
     busy.listen(1)
     taken = busy.getsockname()[1]  # the study asks for a port that is taken
     study = make_study(tmp_path, budget={"trials": 6}, toy={"sleep_fixed_s": 1.5},
-                       cluster={"kind": "local", "workers": 2, "dashboard_port": taken})
+                       cluster={"kind": "local", "workers": 2, "dashboard_port": taken,
+                                "login_host": "login.example.org"})  # as on a cluster: the tunnel line too
     proc = subprocess.Popen([sys.executable, "-m", "mfhpo.cli", "run", str(study), "--rundir", str(tmp_path / "run")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -60,8 +61,11 @@ def test_dask_dashboard_is_served_during_a_run_on_the_port_bound(tmp_path):
     assert page is not None, out
     assert "bokeh" in page.lower() and "needs bokeh" not in page.lower()
     assert f":{taken}/" not in url and f"(port {taken} was busy)" in out
-    assert out.count("/status") == 1 and out.count("Dask dashboard") == 1, out  # one link, nowhere else
+    assert out.count(url) == 1 and out.count("Dask dashboard") == 1, out  # one link, nowhere else
     assert f"live view: mfhpo dashboard {tmp_path / 'run'}" in out
+    port = int(re.search(r":(\d+)/status", url).group(1))
+    assert re.search(rf"from your laptop: ssh -N -L {port}:\S+:{port} \S+@login\.example\.org  "
+                     rf"then open http://localhost:{port}/status", out), out
     assert "UserWarning" not in "".join(err) and "already in use" not in "".join(err)
     assert "trial 6" in out  # the study ran to its end after the page was served (a page fetched after
     # the run would have found the scheduler gone)
