@@ -60,8 +60,38 @@ class Writer:
         return Block("figure", title=title, path=path)
 
 
+class _Predictions:
+    """The incumbent's parity-plot predictions (torch import, featurization, a forward pass: seconds
+    of CPU) computed in a forked worker process while this one draws the figures; inline where fork
+    is not available or the worker fails."""
+
+    def __init__(self, study: Study):
+        self.study = study
+        self.pool = self.job = None
+        if study.incumbent() is None:
+            return
+        try:
+            import multiprocessing as mp
+
+            self.pool = mp.get_context("fork").Pool(1)
+            self.job = self.pool.apply_async(parity.incumbent_predictions, (study,))
+        except (ValueError, OSError):
+            self.pool = None
+
+    def get(self):
+        if self.job is not None:
+            try:
+                return self.job.get(timeout=1800)
+            except Exception:  # worker died or could not pickle: compute here
+                pass
+            finally:
+                self.pool.terminate()
+        return parity.incumbent_predictions(self.study)
+
+
 def _study_section(study: Study, slug: str, w: Writer) -> tuple[Section, object]:
     sec = Section(f"Study {study.name}", anchor=slug)
+    pending = _Predictions(study)
     add = sec.blocks.append
     t = study.trials
     partial = "" if len(t) else " (no finished trial yet)"
@@ -114,7 +144,7 @@ def _study_section(study: Study, slug: str, w: Writer) -> tuple[Section, object]
         add(Block("table", title="Hyperparameter importance", table=tables.importance_table(imp, info)))
     elif imp is not None:
         add(Block("text", text=f"Hyperparameter importance: too few successful trials ({info.get('data', '')})."))
-    preds = parity.incumbent_predictions(study)
+    preds = pending.get()
     if preds is not None:
         for n in preds.notes:
             add(Block("text", text=f"Note: {n}."))
