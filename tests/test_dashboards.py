@@ -139,3 +139,24 @@ def test_optuna_mirror_reads_back_with_optuna(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_mirror_is_off_with_one_line_without_optuna(tmp_path, monkeypatch):
+    from mfhpo.study import optuna_mirror
+    from mfhpo.study.config import MetricSection
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
+    monkeypatch.setattr(optuna_mirror, "_told_missing", False)
+    lines: list[str] = []
+    for stage in ("descriptor", "model"):
+        m = optuna_mirror.open_mirror(tmp_path, "s", stage, None, MetricSection(), note=lines.append)
+        m.started({"trial_id": 1})
+        m.finished({"trial_id": 1, "status": "SUCCESS", "cost": 1.0})
+    assert len(lines) == 1 and "optuna not installed" in lines[0] and "mfhpo[dashboard]" in lines[0]
+    assert not (tmp_path / "optuna").exists()
+
+
+def test_dashboard_command_errors_are_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mfhpo.cli", "dashboard", str(tmp_path / "nope")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no such run directory" in r.stderr
