@@ -6,12 +6,15 @@ import hashlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import ase.io
 import numpy as np
 
 from mfhpo.demo import STUDY_SEED, write_demo
-from mfhpo.study.config import DataSection
+from mfhpo.study.config import DataSection, load_study
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _key(atoms) -> str:
@@ -27,11 +30,14 @@ def test_demo_data_default_is_disjoint_from_the_demo_study(tmp_path):
     assert r.returncode == 0, r.stderr
     written = {_key(a) for a in ase.io.read(str(out), index=":")}
     assert len(written) == 40
-    # a study's generated data: the spaces/demo.yaml size and the DataSection's default seed
+    # the demo study's generated data (its size and seed), and the DataSection's default seed
+    demo = load_study(REPO / "spaces" / "demo.yaml").data
+    assert demo.train == "demo" and demo.demo_seed == STUDY_SEED
     assert DataSection.model_fields["demo_seed"].default == STUDY_SEED
-    write_demo(tmp_path / "study.extxyz", n_structures=150, seed=STUDY_SEED)  # same round trip through extxyz
+    n = demo.demo_structures
+    write_demo(tmp_path / "study.extxyz", n_structures=n, seed=STUDY_SEED)  # same round trip through extxyz
     study = {_key(a) for a in ase.io.read(str(tmp_path / "study.extxyz"), index=":")}
-    assert len(study) == 150
+    assert len(study) == n
     assert not written & study
     # the study's own seed is still available, and says that it overlaps
     r0 = subprocess.run([sys.executable, "-m", "mfhpo.cli", "demo-data", str(tmp_path / "s0.extxyz"), "--n", "10",
