@@ -258,6 +258,9 @@ class OptunaMirror:
         curve = validation_curve(RunDir(self.root).trial_dir(tid), self.metric)
         if tid in self.ids:
             sid = self.ids[tid]
+            if self.storage.get_trial(sid).state.is_finished():  # finished by another writer (mfhpo dashboard's sync)
+                self.done.add(tid)
+                return
             for step, v in curve.items():
                 self.storage.set_trial_intermediate_value(sid, step, v)
             for k, v in user_attrs(rec).items():
