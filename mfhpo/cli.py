@@ -39,13 +39,17 @@ def featurize(
 def demo_data(
     out: Path = typer.Argument(..., help="output file (extxyz or traj)"),
     n: int = typer.Option(240, "--n", help="number of structures"),
-    seed: int = typer.Option(0, help="random seed"),
+    seed: int = typer.Option(1, help="random seed (studies use demo_seed 0; the default 1 gives structures "
+                                     "disjoint from their training data)"),
 ) -> None:
     """Write the built-in EMT demo dataset (metal slabs with C/H/O adsorbates)."""
-    from mfhpo.demo import write_demo
+    from mfhpo.demo import STUDY_SEED, write_demo
 
     path = write_demo(out, n_structures=n, seed=seed)
     typer.echo(f"wrote {n} structures to {path}")
+    if seed == STUDY_SEED:
+        typer.echo(f"note: seed {STUDY_SEED} is the demo study's: its first demo_structures frames are the "
+                   "study's training data")
 
 
 @app.command()
@@ -97,6 +101,17 @@ def status(rundir: Path = typer.Argument(..., help="runs/<study>")) -> None:
     from mfhpo.study.status import status_command
 
     status_command(rundir)
+
+
+@app.command()
+def dashboard(
+    rundir: Path = typer.Argument(..., help="runs/<study>"),
+    port: int = typer.Option(8080, "--port", help="port on 127.0.0.1 (a free one when taken)"),
+) -> None:
+    """Serve optuna-dashboard on the study's live Optuna mirror (<rundir>/optuna/journal.log)."""
+    from mfhpo.study.dashboard import dashboard_command
+
+    dashboard_command(rundir, port=port)
 
 
 @app.command()

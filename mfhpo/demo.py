@@ -96,6 +96,12 @@ def generate_demo(n_structures: int = 240, seed: int = 0, rattle: float = 0.08,
     return images
 
 
+# studies generate their data with demo_seed 0 (spaces/demo.yaml, the DataSection default);
+# `mfhpo demo-data` defaults to another seed, so its structures are none of a study's training frames
+STUDY_SEED = 0
+HELD_OUT_SEED = 1
+
+
 def write_demo(path: str | Path, n_structures: int = 240, seed: int = 0) -> Path:
     """Write the demo dataset to an extxyz (or any ASE format by suffix) file."""
     import ase.io

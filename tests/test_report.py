@@ -225,3 +225,43 @@ def test_report_parity_with_a_real_checkpoint(tmp_path):
     assert "parity plots skipped" not in html
     assert "differs from the trial table" not in html  # the rebuilt split is the trained one
     assert "test (held-out split of the train file)" in html
+    # each split's row carries its baselines: "<model> eV/atom (<baseline>)"
+    row = re.search(r"<td>test \(held-out split of the train file\)</td><td>\d+</td><td>([^<]*)</td>", html)
+    assert row and re.fullmatch(r"[\d.e-]+ eV/atom \([\d.e-]+\)", row.group(1)), row
+
+
+def test_figure_ticks_are_plain_numbers(tmp_path):
+    """No ``1.45×10⁰`` tick labels, on narrow and on wide log ranges."""
+    import matplotlib.pyplot as plt
+
+    from mfhpo.report import figures
+
+    for lo, hi in ((1.3, 1.7), (1e-3, 2.0)):
+        fig, ax = plt.subplots()
+        ax.plot([1, 2, 3], [lo, (lo + hi) / 2, hi])
+        figures.log_scale(ax, [lo, hi])
+        fig.canvas.draw()
+        labels = [t.get_text() for t in ax.get_yticklabels(minor=False) + ax.get_yticklabels(minor=True)]
+        assert any(labels) and not any("$" in x or "times" in x or "×" in x for x in labels), labels
+        plt.close(fig)
+    s = load_study(report_synthetic.build(tmp_path / "runs", name="ticks", seed=0))
+    fig = figures.progress(s)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) + ax.get_xticklabels()]
+        assert not any("$" in x or "×" in x for x in labels), labels
+    plt.close(fig)
+
+
+def test_compute_to_match_lists_only_pairs_of_different_optimizers(tmp_path):
+    rows = {"mf": [_row(0, 0, 9, 0.03, ee=9)], "mf2": [_row(0, 0, 9, 0.02, ee=9)],
+            "bo": [_row(0, 0, 9, 0.025, opt="smac-bo", ee=9)], "rnd": [_row(0, 0, 9, 0.04, opt="random", ee=9)]}
+    for name, r in rows.items():
+        _table(tmp_path / name, r)
+        _spec(tmp_path / name, "a.xyz")
+    studies = [load_study(tmp_path / n) for n in rows]
+    pairs = {(a.name, b.name) for a, b in tables.meaningful_pairs(studies)}
+    assert pairs == {("mf", "rnd"), ("mf2", "rnd"), ("bo", "rnd")}  # each optimizer against random search
+    without_random = studies[:3]
+    pairs = {(a.name, b.name) for a, b in tables.meaningful_pairs(without_random)}
+    assert pairs == {("mf", "bo"), ("bo", "mf"), ("mf2", "bo"), ("bo", "mf2")}  # never two smac-mf runs

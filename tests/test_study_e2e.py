@@ -68,9 +68,14 @@ def test_tiny_training_study_end_to_end_and_bundle_reproduces(tmp_path, capsys):
     assert {"mfhpo", "torch", "smac", "ConfigSpace", "dask", "ase", "numpy", "python"} <= set(prov["packages"])
     s = status_command(rundir)
     assert s["warm"]["warm_started"] == len(promoted) and s["warm"]["epochs_saved"] == 2 * len(promoted)
+    _check_optuna_mirror(rundir, df)
 
     # export the incumbent (highest budget) and the warm-started chain; replay both from the bundle
+    capsys.readouterr()
     res = incumbent_command(rundir, tmp_path / "inc")
+    printed = capsys.readouterr()
+    assert "force MAE (free atoms)" in printed.out and "(zero-force " in printed.out
+    assert "not energy-conserving in MD" in printed.err  # the tiny study's descriptor: hard cutoff (default)
     inc = res["incumbent"]
     assert inc["budget"] == 3.0 and inc["cost"] == df[df.budget == 3.0].cost.min()
     assert "test_split" in res["test"] and res["test"]["test_split"]["n_structures"] > 0
@@ -92,3 +97,24 @@ def test_tiny_training_study_end_to_end_and_bundle_reproduces(tmp_path, capsys):
         assert "CPU thread(s), as the study's trial did" in r.stdout
         rep = json.loads((out / "replay" / "retrain_report.json").read_text())
         assert rep["reproduced"], rep["mismatches"]
+
+
+def _check_optuna_mirror(rundir, df) -> None:
+    """The Optuna mirror of a real training study: intermediate values are the per-epoch validation cost."""
+    try:
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+    except ImportError:
+        return
+    study = optuna.load_study(study_name="tiny", storage=JournalStorage(JournalFileBackend(
+        str(rundir / "optuna" / "journal.log"))))
+    trials = {t.user_attrs["mfhpo_trial_id"]: t for t in study.get_trials()}
+    assert set(trials) == set(df.trial_id)
+    for tid in df.trial_id:
+        t = trials[tid]
+        curve = pd.read_csv(rundir / "trials" / f"{tid:05d}" / "learning_curve.csv")
+        want = curve.val_energy_mae_per_atom + 0.1 * curve.val_force_mae_free  # the study's cost per epoch
+        assert sorted(t.intermediate_values) == curve.epoch.tolist()
+        assert [t.intermediate_values[e] for e in curve.epoch] == pytest.approx(want.tolist())
+        assert t.value == pytest.approx(float(df.loc[df.trial_id == tid, "cost"].iloc[0]))

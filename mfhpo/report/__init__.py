@@ -1,17 +1,31 @@
-"""``mfhpo report``: HTML + Markdown reports of one or more run directories (see docs/reports.md)."""
+"""``mfhpo report``: HTML + Markdown reports of one or more run directories (see docs/reports.md).
+
+Submodules load lazily, so that ``mfhpo.report.metrics_info`` (metric names, units, baselines; also
+used by the terminal views) does not import matplotlib."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Sequence
 
-from mfhpo.report.build import build_report
-from mfhpo.report.load import Study, load_study, load_trials
-
 __all__ = ["report_command", "build_report", "load_study", "load_trials", "Study"]
+_LAZY = {"build_report": "mfhpo.report.build", "load_study": "mfhpo.report.load", "load_trials": "mfhpo.report.load",
+         "Study": "mfhpo.report.load"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    try:
+        return importlib.import_module(f"mfhpo.report.{name}")
+    except ModuleNotFoundError:
+        raise AttributeError(f"module 'mfhpo.report' has no attribute {name!r}") from None
 
 
 def report_command(rundirs: Sequence[Path], out: Path, link_figures: bool = False) -> None:
     """Write ``out``/report.html, ``out``/summary.md and ``out``/figures/*.png."""
+    from mfhpo.report.build import build_report
+
     res = build_report([Path(r) for r in rundirs], Path(out), embed=not link_figures)
     print(f"wrote {res['html']} ({len(res['figures'])} figures) and {res['markdown']}")

@@ -60,8 +60,38 @@ class Writer:
         return Block("figure", title=title, path=path)
 
 
+class _Predictions:
+    """The incumbent's parity-plot predictions (torch import, featurization, a forward pass: seconds
+    of CPU) computed in a forked worker process while this one draws the figures; inline where fork
+    is not available or the worker fails."""
+
+    def __init__(self, study: Study):
+        self.study = study
+        self.pool = self.job = None
+        if study.incumbent() is None:
+            return
+        try:
+            import multiprocessing as mp
+
+            self.pool = mp.get_context("fork").Pool(1)
+            self.job = self.pool.apply_async(parity.incumbent_predictions, (study,))
+        except (ValueError, OSError):
+            self.pool = None
+
+    def get(self):
+        if self.job is not None:
+            try:
+                return self.job.get(timeout=1800)
+            except Exception:  # worker died or could not pickle: compute here
+                pass
+            finally:
+                self.pool.terminate()
+        return parity.incumbent_predictions(self.study)
+
+
 def _study_section(study: Study, slug: str, w: Writer) -> tuple[Section, object]:
     sec = Section(f"Study {study.name}", anchor=slug)
+    pending = _Predictions(study)
     add = sec.blocks.append
     t = study.trials
     partial = "" if len(t) else " (no finished trial yet)"
@@ -114,7 +144,7 @@ def _study_section(study: Study, slug: str, w: Writer) -> tuple[Section, object]
         add(Block("table", title="Hyperparameter importance", table=tables.importance_table(imp, info)))
     elif imp is not None:
         add(Block("text", text=f"Hyperparameter importance: too few successful trials ({info.get('data', '')})."))
-    preds = parity.incumbent_predictions(study)
+    preds = pending.get()
     if preds is not None:
         for n in preds.notes:
             add(Block("text", text=f"Note: {n}."))
@@ -132,17 +162,8 @@ def _study_section(study: Study, slug: str, w: Writer) -> tuple[Section, object]
                             add(Block("text", text=f"Warning: the validation {key} recomputed for the parity plot "
                                       f"({m[key]:.4g}) differs from the trial table ({inc[col]:.4g}) by "
                                       f"{100 * rel:.0f} %: the rebuilt split may not be the trained one."))
-            rows = []
-            for sp in preds.splits:
-                m = parity.split_metrics(sp)
-                rows.append([sp.name, str(len(sp.natoms)), f"{m['energy_mae_per_atom']:.4g} eV/atom",
-                             f"{m['energy_mae']:.4g} eV", f"{m.get('force_mae_free', float('nan')):.4g} eV/Å",
-                             f"{m.get('force_mae', float('nan')):.4g} eV/Å", sp.note or "all structures"])
             add(Block("table", title="Incumbent on each split (recomputed from the parity-plot predictions)",
-                      table=tables.Table(["split", "structures", "energy MAE / atom", "energy MAE",
-                                          "force MAE (free atoms)", "force MAE (all atoms)", "sample"], rows,
-                                         "test splits are never used for selection; validation numbers "
-                                         "should equal the trial table's")))
+                      table=tables.split_table(preds.splits)))
     return sec, imp
 
 
@@ -203,6 +224,7 @@ line-height:1.4;padding:0 16px}
 h1{font-size:1.6em;border-bottom:2px solid #345;padding-bottom:4px}h2{margin-top:2em;border-bottom:1px solid #aaa}
 h3{margin-bottom:4px;color:#345}table{border-collapse:collapse;margin:6px 0 14px;font-size:0.85em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}th{background:#eef2f6}
+.tw{max-width:100%;overflow-x:auto}
 p.cap{font-style:italic;color:#555;margin:2px 0;font-size:0.85em;max-width:1000px}
 figure{margin:10px 0 18px}img{max-width:100%;border:1px solid #ddd}figcaption{font-size:0.8em;color:#666}
 p.note{background:#fff8e1;border-left:4px solid #f0b400;padding:4px 8px;font-size:0.9em}

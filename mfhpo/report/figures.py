@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -36,6 +37,31 @@ def _positive(values) -> bool:
     return len(v) > 0 and bool(np.all(v > 0))
 
 
+def _plain(v, _pos=None) -> str:
+    """A tick label as a plain number (``1.45``, ``0.002``, ``300``), never ``1.45×10⁰``."""
+    return f"{v:.3g}"
+
+
+def plain_ticks(ax, which: str = "y") -> None:
+    """Plain-number tick labels on a (log) axis; minor ticks labelled only within one decade."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    axis.set_major_formatter(FuncFormatter(_plain))
+    lo, hi = (ax.get_ylim() if which == "y" else ax.get_xlim())
+    few_majors = lo > 0 and hi / lo < 10
+    axis.set_minor_formatter(FuncFormatter(_plain) if few_majors else NullFormatter())
+
+
+def log_scale(ax, values, which: str = "y", min_ratio: float = 3.0) -> None:
+    """Log scale when ``values`` are positive and span at least ``min_ratio``; plain tick labels."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) and np.all(v > 0) and v.max() / v.min() >= min_ratio:
+        (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    plain_ticks(ax, which)
+
+
 def progress(study: Study) -> plt.Figure | None:
     """Incumbent cost vs compute (epoch-equivalents, worker-hours, elapsed time), one line per optimizer."""
     trajs = analysis.trajectories(study)
@@ -44,25 +70,38 @@ def progress(study: Study) -> plt.Figure | None:
     axes_def = [("epoch_equivalents", "compute [epoch-equivalents = epochs × subset fraction]"),
                 ("worker_hours", "compute [worker-hours = Σ trial wall time; GPU-hours on GPU workers]"),
                 ("elapsed_hours", "elapsed wall-clock time [h]")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
     ys = []
+    jumps = False
     for ax, (col, label) in zip(axes, axes_def):
         for opt, tr in trajs.items():
             ok = tr["incumbent_cost"].notna() & tr[col].notna()
             if not ok.any():
                 continue
             name = f"{opt} (reference)" if opt == "random" else opt
-            ax.step(tr.loc[ok, col], tr.loc[ok, "incumbent_cost"], where="post", lw=2, label=name, **_style(opt))
+            st = _style(opt)
+            ax.step(tr.loc[ok, col], tr.loc[ok, "incumbent_cost"], where="post", lw=2, label=name, **st)
             ys.extend(tr.loc[ok, "incumbent_cost"].tolist())
+            # where a higher budget is first reached the incumbent moves to that budget (its cost may be higher)
+            b = tr.loc[ok, "incumbent_budget"].to_numpy()
+            x, y = tr.loc[ok, col].to_numpy(), tr.loc[ok, "incumbent_cost"].to_numpy()
+            for i in np.flatnonzero(b[1:] > b[:-1]) + 1:
+                ax.plot(x[i], y[i], "o", mfc="w", ms=6, color=st["color"])
+                ax.annotate(f"budget {b[i]:g}", (x[i], y[i]), textcoords="offset points", xytext=(4, 5), fontsize=7,
+                            color=st["color"])
+                jumps = jumps or bool(y[i] > y[i - 1])
         ax.set_xlabel(label, fontsize=9)
         ax.grid(alpha=0.3)
-    if _positive(ys):
-        for ax in axes:
-            ax.set_yscale("log")
+    for ax in axes:
+        log_scale(ax, ys)
     axes[0].set_ylabel(_wrap(f"incumbent {study.objective_label}"), fontsize=9)
+    axes[0].plot([], [], "o", mfc="w", color="0.3", label="first trial at a higher budget")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{study.name}: best validation result vs compute "
-                 "(incumbent = best trial at the highest budget reached)")
+    rule = ("incumbent = best trial at the highest budget reached; open circles: a higher budget is reached and "
+            "the incumbent moves to it")
+    if jumps:
+        rule += " (the curve rises there: a lower-budget cost is not comparable)"
+    fig.suptitle(f"{study.name}: best validation result vs compute\n{rule}", fontsize=10)
     return fig
 
 
@@ -107,10 +146,9 @@ def budgets(study: Study) -> plt.Figure | None:
     a2.plot([], [], "-o", color="tab:red", label="promoted configuration")
     a2.plot([], [], "-o", color="0.6", label="stopped at this budget")
     a2.set_xscale("log")
-    if _positive(ymax):
-        a2.set_yscale("log")
+    log_scale(a2, ymax)
     a2.set_xticks(bvals, [f"{b:g}" for b in bvals])
-    a2.minorticks_off()
+    a2.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     a2.set_xlabel("budget")
     a2.set_ylabel(_wrap(study.objective_label), fontsize=9)
     a2.set_title("each configuration across budgets (multi-fidelity trials)")
@@ -146,8 +184,7 @@ def learning_curves(study: Study, k: int = 5) -> plt.Figure | None:
             warm = " (warm start)" if str(row.get("warm_started", "")).lower() in ("true", "1", "1.0") else ""
             ax.plot(c["epoch"], c[col], lw=2 if rank == 0 else 1.2,
                     label=f"#{rank + 1} trial {row['trial_id']}, cost {row['cost']:.3g}{warm}")
-        if _positive(pd.concat([c[col] for _, c in curves if col in c])):
-            ax.set_yscale("log")
+        log_scale(ax, pd.concat([c[col] for _, c in curves if col in c]))
         ax.set_xlabel("epoch")
         ax.set_ylabel(axis_label(col))
         ax.grid(alpha=0.3)
@@ -217,7 +254,10 @@ def configurations(study: Study, order: list[str] | None = None, max_axes: int =
     ax.set_yticks([])
     ax.set_xlim(-0.5, len(cols) - 0.3)
     sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=ax, label=_wrap(study.objective_label), shrink=0.85)
+    cb = fig.colorbar(sm, ax=ax, label=_wrap(study.objective_label), shrink=0.85)
+    cb.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_plain))
+    cb.ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_plain) if cost.max() / max(cost.min(), 1e-300) < 10
+                                    else matplotlib.ticker.NullFormatter())
     shown = f"{len(cols)} most important varied hyperparameters" if order else f"{len(cols)} hyperparameters"
     ax.set_title(f"{study.name}: configurations ({shown}; thick = highest budget {bmax:g}; "
                  "colour = cost, lower is better)")
@@ -259,13 +299,14 @@ def cross_progress(studies: list[Study]) -> plt.Figure | None:
     if not ys:
         plt.close(fig)
         return None
-    if _positive(ys):
-        ax.set_yscale("log")
+    log_scale(ax, ys)
     ax.set_xscale("log")
+    plain_ticks(ax, "x")
     ax.set_xlabel("compute [epoch-equivalents = epochs × subset fraction]")
     ax.set_ylabel(_wrap(labels.pop() if len(labels) == 1 else "incumbent cost (objectives differ between studies)"),
                   fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    ax.set_title("all studies: incumbent vs compute")
+    ax.set_title("all studies: incumbent vs compute (incumbent = best trial at the highest budget reached)",
+                 fontsize=10)
     return fig

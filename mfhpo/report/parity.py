@@ -32,6 +32,7 @@ class SplitPrediction:
     f_pred: np.ndarray | None = None
     free: np.ndarray | None = None  # (n_atoms_total,) bool
     note: str = ""
+    metrics: dict = field(default_factory=dict)  # mfhpo.metrics.dataset_metrics: model and baselines
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _load(study: Study, rel: str, key: str, data: dict, trial_id, want_hash: str
 
 
 def _predict_split(pot, ds, name: str, rng) -> SplitPrediction:
-    from mfhpo.metrics import predict
+    from mfhpo.metrics import dataset_metrics, predict
 
     note = ""
     if len(ds) > MAX_STRUCTURES:
@@ -121,7 +122,9 @@ def _predict_split(pot, ds, name: str, rng) -> SplitPrediction:
         note = f"random sample of {MAX_STRUCTURES} of {len(ds)} structures"
         ds = ds.subset(idx)
     e, f = predict(pot, ds, forces=ds.has_forces)
-    out = SplitPrediction(name, ds.natoms, np.asarray(ds.energies), np.asarray(e), note=note)
+    out = SplitPrediction(name, ds.natoms, np.asarray(ds.energies), np.asarray(e), note=note,
+                          metrics=dataset_metrics(ds, np.asarray(e), f if ds.forces is not None else None,
+                                                  pot.reference_energies))
     if f is not None and ds.forces is not None:
         out.f_ref = np.concatenate(ds.forces)
         out.f_pred = np.concatenate(f)
@@ -230,14 +233,38 @@ def parity_figure(study: Study, preds: Predictions) -> plt.Figure | None:
 
 
 def size_figure(study: Study, preds: Predictions) -> plt.Figure | None:
+    """|energy error| per atom against structure size; when sizes take only a few values (a scatter
+    would collapse into a few columns) one jittered strip per size with its median."""
     if not preds.splits:
         return None
+    from mfhpo.report.figures import log_scale
+
+    sizes = np.unique(np.concatenate([sp.natoms for sp in preds.splits]))
+    few = len(sizes) <= 6
     fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
-    for sp in preds.splits:
+    rng = np.random.default_rng(0)
+    errs = []
+    n = len(preds.splits)
+    for k, sp in enumerate(preds.splits):
         err = np.abs(sp.e_pred - sp.e_ref) / sp.natoms
-        ax.scatter(sp.natoms, err, s=12, alpha=0.7, label=sp.name)
-    ax.set_yscale("log")
-    ax.set_xlabel("number of atoms in the structure")
+        errs.append(err)
+        if few:
+            pos = np.searchsorted(sizes, sp.natoms).astype(float)
+            off = (k - (n - 1) / 2) * 0.8 / n
+            ax.scatter(pos + off + rng.uniform(-0.3, 0.3, len(pos)) / n, err, s=10, alpha=0.6, label=sp.name)
+            for j in range(len(sizes)):
+                sel = pos == j
+                if sel.any():
+                    ax.plot([j + off - 0.35 / n, j + off + 0.35 / n], [np.median(err[sel])] * 2, "k-", lw=2)
+        else:
+            ax.scatter(sp.natoms, err, s=12, alpha=0.7, label=sp.name)
+    if few:
+        counts = [int(sum((sp.natoms == v).sum() for sp in preds.splits)) for v in sizes]
+        ax.set_xticks(range(len(sizes)), [f"{v}\n({c} structures)" for v, c in zip(sizes, counts)])
+        ax.set_xlabel("number of atoms in the structure (only these sizes occur; black bar: median)")
+    else:
+        ax.set_xlabel("number of atoms in the structure")
+    log_scale(ax, np.concatenate(errs))
     ax.set_ylabel("|energy error| per atom [eV/atom]")
     ax.set_title(f"{study.name}: incumbent (trial {preds.trial_id}) energy error vs structure size")
     ax.grid(alpha=0.3)

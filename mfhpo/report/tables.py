@@ -22,7 +22,7 @@ class Table:
         head = f"<thead><tr>{head}</tr></thead>" if any(self.headers) else ""
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in self.rows)
         cap = f"<p class='cap'>{html.escape(self.caption)}</p>" if self.caption else ""
-        return f"{cap}<table>{head}<tbody>{body}</tbody></table>"
+        return f"{cap}<div class='tw'><table>{head}<tbody>{body}</tbody></table></div>"
 
     def markdown(self) -> str:
         esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
@@ -126,35 +126,74 @@ def importance_table(imp: pd.DataFrame, info: dict) -> Table | None:
     return Table(["hyperparameter", "importance (main effect)"], rows, cap + (f"; dropped: {notes}" if notes else ""))
 
 
-def cross_metrics(studies: list[Study]) -> Table:
+def split_table(splits) -> Table:
+    """The incumbent on each split (parity-plot predictions), each metric next to its baseline."""
+    names = [n for n in ("energy_mae_per_atom", "energy_mae", "force_mae_free", "force_mae")
+             if any(n in sp.metrics for sp in splits)]
     rows = []
-    incs = [s.incumbent() for s in studies]
-    for name in HEADLINE:
-        info = METRICS[name]
+    for sp in splits:
+        m = sp.metrics
         cells = []
-        for inc in incs:
+        for n in names:
+            info = METRICS[n]
+            b = m.get(info.baseline) if info.baseline else None
+            cells.append(fmt(m.get(n, float("nan")), info.unit) + (f" ({fmt(b)})" if b is not None else ""))
+        rows.append([sp.name, str(len(sp.natoms))] + cells + [sp.note or "all structures"])
+    return Table(["split", "structures"] + [f"{METRICS[n].label} (baseline)" for n in names] + ["sample"], rows,
+                 "test splits are never used for selection; validation numbers should equal the trial table's; "
+                 "baselines on the same split: per-element linear energy fit on the training split, zero forces")
+
+
+def cross_metrics(studies: list[Study]) -> Table:
+    """One row per study (so that many studies fit a window): each headline metric of its incumbent
+    with the baseline in parentheses, and the minimised metric."""
+    incs = [s.incumbent() for s in studies]
+    names = [n for n in HEADLINE if any(inc is not None and f"val_{n}" in inc.index and pd.notna(inc[f"val_{n}"])
+                                        for inc in incs)]
+    rows = []
+    for s, inc in zip(studies, incs):
+        cells = []
+        for name in names:
+            info = METRICS[name]
             if inc is None or f"val_{name}" not in inc.index or pd.isna(inc[f"val_{name}"]):
                 cells.append("–")
                 continue
             base = inc.get(f"val_{info.baseline}", float("nan")) if info.baseline else float("nan")
-            cells.append(fmt(inc[f"val_{name}"], info.unit) + (f" (baseline {fmt(base, info.unit)})"
-                                                                 if pd.notna(base) else ""))
-        if any(c != "–" for c in cells):
-            rows.append([f"{info.label} [{info.unit}]"] + cells)
-    rows.append(["minimised metric"] + [s.objective_label for s in studies])
-    return Table(["validation metric of the incumbent"] + [s.name for s in studies], rows,
+            cells.append(fmt(inc[f"val_{name}"]) + (f" ({fmt(base)})" if pd.notna(base) else ""))
+        rows.append([s.name] + cells + [s.objective_label])
+    return Table(["study"] + [f"{METRICS[n].label} [{METRICS[n].unit}]" for n in names] + ["minimised metric"], rows,
                  "incumbent of each study (best trial at its highest budget), validation split of its own data; "
-                 "baseline = per-element linear fit (energies) / zero forces (forces), same split")
+                 "in parentheses the baseline on the same split: per-element linear fit (energies), zero forces "
+                 "(forces)")
+
+
+REFERENCE_OPTIMIZER = "random"
+
+
+def meaningful_pairs(studies: list[Study]) -> list[tuple[Study, Study]]:
+    """Ordered pairs (A, B) worth a compute-to-match row: the same problem (data, split, metric) and
+    different optimizers; where the problem has a random-search study, only each other optimizer
+    against it (B = the reference); otherwise both orders of each pair."""
+    def opt(s: Study) -> str:
+        return ",".join(sorted(s.optimizers))
+
+    out = []
+    for a in studies:
+        group = [b for b in studies if b is not a and analysis.comparable(a, b) and opt(b) != opt(a)]
+        has_ref = any(opt(b) == REFERENCE_OPTIMIZER for b in group) or opt(a) == REFERENCE_OPTIMIZER
+        for b in group:
+            if has_ref and (opt(b) != REFERENCE_OPTIMIZER or opt(a) == REFERENCE_OPTIMIZER):
+                continue
+            out.append((a, b))
+    return out
 
 
 def compute_to_reach(studies: list[Study]) -> Table | None:
     """For every ordered pair of comparable studies (same data, split and metric): the compute one
     needed to match the other's final result."""
     rows = []
-    for a in studies:
-        for b in studies:
-            if a is b or not analysis.comparable(a, b):
-                continue
+    for a, b in meaningful_pairs(studies):
+        if True:
             r = analysis.compute_to_reach(a, b)
             if r is None:
                 continue
@@ -168,10 +207,13 @@ def compute_to_reach(studies: list[Study]) -> Table | None:
                   "ratio A / B total", "B's own compute to reach it"], rows,
                  "compute in epoch-equivalents (epochs × training-subset fraction, crashed trials included); "
                  "A's incumbent counts only at the budget of its final incumbent; pairs of studies on the same "
-                 "data, split and metric (from each run's state.json)")
+                 "data, split and metric (from each run's state.json) with different optimizers, each against "
+                 "random search where the problem has one")
 
 
 def cross_hyperparameters(studies: list[Study], imps: list[pd.DataFrame]) -> Table:
+    """One row per hyperparameter, one column per study: the incumbent's value and, in parentheses,
+    the hyperparameter's importance in that study."""
     names: list[str] = []
     for s in studies:
         for c in s.hp_columns:
@@ -186,14 +228,12 @@ def cross_hyperparameters(studies: list[Study], imps: list[pd.DataFrame]) -> Tab
             col = CFG_PREFIX + n
             val = _value(inc[col]) if (inc is not None and col in inc.index) else "–"
             hit = imp[imp["hp"] == n] if imp is not None and not imp.empty else pd.DataFrame()
-            im = f"{100 * hit['importance'].iloc[0]:.0f} ± {100 * hit['std'].iloc[0]:.0f} %" if len(hit) else "–"
-            row += [val, im]
+            im = f" ({100 * hit['importance'].iloc[0]:.0f} ± {100 * hit['std'].iloc[0]:.0f} %)" if len(hit) else ""
+            row.append(val + im)
         rows.append(row)
-    headers = ["hyperparameter"]
-    for s in studies:
-        headers += [f"{s.name}: optimum", f"{s.name}: importance"]
-    return Table(headers, rows, "optimum = the incumbent's value; importance = main-effect share of variance "
-                                "(random-forest functional ANOVA, ± std over trees); – = not in that study's space")
+    return Table(["hyperparameter"] + [s.name for s in studies], rows,
+                 "the incumbent's value, in parentheses the importance (main-effect share of variance, "
+                 "random-forest functional ANOVA, ± std over trees); – = not in that study's space")
 
 
 def definitions() -> Table:

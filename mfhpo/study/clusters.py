@@ -485,10 +485,10 @@ class ClusterHandle:
 
     def summary(self) -> str:
         if self.cfg.kind == "local":
-            return f"local cluster, {self.n_slots()} worker(s); dashboard {self.dashboard_link}"
+            return f"local cluster, {self.n_slots()} worker(s)"
         how = (f"adaptive {self.cfg.adaptive.minimum}..{self.cfg.adaptive.maximum} jobs" if self.cfg.adaptive
                else f"{self.cfg.jobs if self.cfg.jobs is not None else 1} job(s)")
-        return f"{self.cfg.kind} cluster, {how}, {self.n_slots()} worker(s) up; dashboard {self.dashboard_link}"
+        return f"{self.cfg.kind} cluster, {how}, {self.n_slots()} worker(s) up"
 
     # -- shutdown -----------------------------------------------------------------------------
     def close(self) -> None:

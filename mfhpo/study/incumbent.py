@@ -22,6 +22,7 @@ from typing import Optional
 import yaml
 
 from mfhpo.errors import MfhpoError
+from mfhpo.study.incumbent_view import print_incumbent_metrics, study_metric
 from mfhpo.study.rundir import RunDir, atomic_write_json, atomic_write_text, select_incumbent
 
 RTOL = 1e-6
@@ -175,13 +176,7 @@ def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test
     print(f"incumbent: trial {inc['trial_id']} at budget {inc['budget']:g}"
           + ("" if at_top else f" (WARNING: no trial reached the highest budget {max_budget:g} yet)")
           + f", cost {inc['cost']:.6g}")
-    v = metrics["val"] or {}
-    print(f"  val energy MAE/atom {v.get('energy_mae_per_atom', float('nan')):.5g} eV "
-          f"(baseline {v.get('baseline_energy_mae_per_atom', float('nan')):.5g}), force MAE "
-          f"{v.get('force_mae', float('nan')):.5g} eV/A (zero-force {v.get('baseline_force_mae', float('nan')):.5g})")
-    for key, m in test.items():
-        print(f"  {key} (not used for selection): energy MAE/atom {m.get('energy_mae_per_atom', float('nan')):.5g} eV, "
-              f"force MAE {m.get('force_mae', float('nan')):.5g} eV/A")
+    print_incumbent_metrics(metrics["val"] or {}, test, study_metric(rd.root), cfg_dict)
     print(f"wrote {out}/config.yaml, checkpoint.pt, metrics.json, bundle.zip (reproduce: unzip, bash retrain.sh)")
     return {"incumbent": inc, "out": out, "bundle": bundle, "manifest": manifest, "test": test}
 

@@ -114,7 +114,7 @@ def run_trial(spec: dict) -> dict:
         pass
     trial_dir = Path(spec["trial_dir"])
     trial_dir.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Any] = {"worker": worker, "started_at": started}
+    out: dict[str, Any] = {"worker": worker, "started_at": started, "started_unix": time.time()}
     try:
         res = _toy(spec) if spec.get("objective") == "toy" else _train(spec)
         out.update(res)
@@ -146,6 +146,7 @@ def run_trial(spec: dict) -> dict:
         except Exception:
             pass
     out["finished_at"] = now_iso()
+    out["finished_unix"] = time.time()
     out.setdefault("timings", {})
     out["timings"].setdefault("total_s", time.perf_counter() - t0)
     out["wall_s"] = time.perf_counter() - t0

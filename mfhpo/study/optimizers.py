@@ -309,3 +309,50 @@ def make_optimizer(
                                                                  min_trials=int(min_trials))
     facade = facade_cls(scenario, target_function=None, **kwargs)
     return Optimizer(kind, facade, scenario, max_budget=max_budget)
+
+
+# metrics copied into SMAC's additional_info (DeepCAVE shows them per trial)
+_INFO_METRICS = ("energy_mae", "energy_mae_per_atom", "force_mae", "force_mae_free", "baseline_energy_mae_per_atom",
+                 "baseline_force_mae", "baseline_force_mae_free")
+
+
+def _unix(rec: dict, unix_key: str, iso_key: str) -> float | None:
+    if rec.get(unix_key) is not None:
+        return float(rec[unix_key])
+    if rec.get(iso_key):
+        from datetime import datetime
+
+        try:
+            return datetime.fromisoformat(str(rec[iso_key])).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def trial_value(rec: dict, crash_cost: float):
+    """What SMAC is told for a finished mfhpo trial record: the cost (``crash_cost`` unless
+    SUCCESS), the trial's wall time, its real start/end (Unix seconds, as SMAC's own runner records
+    them: DeepCAVE's Time objective is ``endtime - starttime``) and per-trial information."""
+    from smac.runhistory import TrialValue
+    from smac.runhistory.enumerations import StatusType
+
+    status = rec["status"]
+    cost = rec["cost"] if status == "SUCCESS" and rec.get("cost") is not None else crash_cost
+    total = float((rec.get("timings") or {}).get("total_s") or 0.0)
+    end = _unix(rec, "finished_unix", "finished_at")
+    start = _unix(rec, "started_unix", "started_at")
+    if end is None:
+        end = 0.0
+    if start is None or (rec.get("started_unix") is None and end - start < total):
+        start = end - total  # ISO stamps have 1 s resolution: the measured duration is exact
+    info: dict = {"trial_id": rec["trial_id"], "epochs": rec.get("epochs"), "subset_fraction": rec.get("subset_fraction"),
+                  "epochs_run": rec.get("epochs_run"), "epoch_equivalents": rec.get("epoch_equivalents"),
+                  "warm_start_from_trial": (rec.get("warm_start") or {}).get("from_trial")
+                  if (rec.get("warm_start") or {}).get("used") else None,
+                  "worker": rec.get("worker"), "device": rec.get("device")}
+    val = (rec.get("metrics") or {}).get("val") or {}
+    info.update({f"val_{k}": float(val[k]) for k in _INFO_METRICS if val.get(k) is not None})
+    if rec.get("error"):
+        info["error"] = str(rec["error"])[:300]
+    return TrialValue(cost=float(cost), time=total, status=StatusType[status], starttime=float(start),
+                      endtime=float(end), additional_info={k: v for k, v in info.items() if v is not None})

@@ -1,5 +1,7 @@
-"""Live view of a running study: trials done/running/crashed per budget, the incumbent and its
-metrics, elapsed budget. A rich ``Live`` table on a terminal; plain lines otherwise (batch logs)."""
+"""Live view of a running study: trials done/running/crashed per budget, the incumbent with the
+optimised metrics next to their baselines (a warning while it does not beat them), progress bars of
+the trial, wall-time and device-hour budgets. A rich ``Live`` view on a terminal; plain lines
+otherwise (batch logs)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
+from mfhpo.study import baselines
 from mfhpo.study.rundir import select_incumbent
 
 
@@ -21,10 +24,11 @@ def _fmt(v: Any, nd: int = 4) -> str:
 
 class ProgressView:
     def __init__(self, title: str, metric, budget_text: Callable[[], str], enabled: bool = True,
-                 stream=None):
+                 stream=None, budget_parts: Callable[[], list] | None = None):
         self.title = title
         self.metric = metric
         self.budget_text = budget_text
+        self.budget_parts = budget_parts  # () -> [(name, used, cap or None, text)]
         self.stream = stream or sys.stdout
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.enabled = enabled
@@ -71,11 +75,31 @@ class ProgressView:
                     f"{rec.get('status')} cost {cost}{err} | done {len(self.records)}, running "
                     f"{len(self.running)}, best {_fmt(inc['cost']) if inc else '-'} | {self.budget_text()}")
             print(line, file=self.stream, flush=True)
+            if inc is not None and inc is rec:  # a new incumbent: its metrics next to the baselines
+                val = (inc.get("metrics") or {}).get("val") or {}
+                print(f"[mfhpo]   new incumbent: {baselines.summary(val, self.metric)}", file=self.stream, flush=True)
+                warn = baselines.warning(val, self.metric)
+                if warn:
+                    print(f"[mfhpo]   WARNING: {warn}", file=self.stream, flush=True)
 
     def refresh(self) -> None:
         if self._live is not None and time.time() - self._last > 0.5:
             self._last = time.time()
             self._live.update(self._render())
+
+    def _bars(self):
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        grid = Table.grid(padding=(0, 1))
+        for _ in range(3):
+            grid.add_column()
+        for name, used, cap, text in self.budget_parts():
+            if cap:
+                grid.add_row(name, ProgressBar(total=float(cap), completed=min(float(used), float(cap)), width=40), text)
+            else:
+                grid.add_row(name, "", text)
+        return grid
 
     def _render(self):
         from rich.console import Group
@@ -94,12 +118,21 @@ class ProgressView:
             costs = [r["cost"] for r in self.records if r.get("budget") == b and r.get("status") == "SUCCESS"]
             t.add_row(_fmt(b), str(done), str(run_by.get(b, 0)), str(crashed), _fmt(min(costs) if costs else None))
         inc = select_incumbent(self.records)
-        lines = [Text(f"cost = {self.metric.describe()}  |  {self.budget_text()}")]
+        parts: list[Any] = [t, Text(f"cost = {self.metric.describe()}")]
+        if self.budget_parts is not None:
+            parts.append(self._bars())
+        else:
+            parts.append(Text(self.budget_text()))
         if inc:
             v = (inc.get("metrics") or {}).get("val", {})
-            ef = f"val E MAE/atom {_fmt(v.get('energy_mae_per_atom'))} (baseline {_fmt(v.get('baseline_energy_mae_per_atom'))})"
-            ff = f", F MAE {_fmt(v.get('force_mae'))} (zero-F {_fmt(v.get('baseline_force_mae'))})" if v.get("force_mae") is not None else ""
-            lines.append(Text(f"incumbent: trial {inc['trial_id']} at budget {_fmt(inc['budget'])}, cost {_fmt(inc['cost'])}; {ef}{ff}"))
+            rows = baselines.optimised(v, self.metric)
+            bc = baselines.baseline_cost(rows)
+            parts.append(Text(f"incumbent: trial {inc['trial_id']} at budget {_fmt(inc['budget'])}, cost {_fmt(inc['cost'])}"
+                              + (f" (baselines {_fmt(bc)})" if bc is not None else "")))
+            parts.append(Text(f"  val {baselines.summary(v, self.metric)}"))
+            warn = baselines.warning(v, self.metric)
+            if warn:
+                parts.append(Text(f"WARNING: {warn}", style="bold red"))
         if self.note:
-            lines.append(Text(self.note))
-        return Group(t, *lines)
+            parts.append(Text(self.note))
+        return Group(*parts)

@@ -202,6 +202,17 @@ class StudyRun:
             parts.append(f"device-h {self.device_hours():.3f}/{self.gpu_cap:g}")
         return ", ".join(parts)
 
+    def budget_parts(self) -> list[tuple[str, float, Optional[float], str]]:
+        """(name, used, cap or None, text) of each budget: the live view's progress bars."""
+        n, el = self.n_finished(), self.elapsed()
+        parts = [("trials", n, self.trials_cap, f"{n}" + (f"/{self.trials_cap}" if self.trials_cap else "")),
+                 ("wall", el, self.wall_cap, f"{el / 60:.1f}" + (f"/{self.wall_cap / 60:.1f}" if self.wall_cap else "")
+                  + " min")]
+        if self.gpu_cap:
+            dh = self.device_hours()
+            parts.append(("device-h", dh, self.gpu_cap, f"{dh:.3f}/{self.gpu_cap:g}"))
+        return parts
+
     def exhausted(self) -> Optional[str]:
         if self.trials_cap is not None and self.n_finished() >= self.trials_cap:
             return f"trial budget reached ({self.n_finished()} trials)"
@@ -256,12 +267,12 @@ class StudyRun:
 
     def run_stage(self, stage: str, lo: float, hi: float, handle) -> None:
         from ConfigSpace import Configuration
-        from smac.runhistory import TrialInfo, TrialValue
-        from smac.runhistory.enumerations import StatusType
+        from smac.runhistory import TrialInfo
         from smac.runhistory.runhistory import TrialKey
 
         from mfhpo.study.dispatcher import Dispatcher
-        from mfhpo.study.optimizers import make_optimizer, resume_cleanup, smac_state_dir
+        from mfhpo.study.optimizers import make_optimizer, resume_cleanup, smac_state_dir, trial_value
+        from mfhpo.study.optuna_mirror import open_mirror
 
         study, rd = self.study, self.rd
         fixed = self.fixed_for_stage(stage)
@@ -273,17 +284,15 @@ class StudyRun:
         stage_recs = lambda: [r for r in self.records.values() if r.get("stage") == stage]  # noqa: E731
 
         def value_of(rec: dict):
-            status = rec["status"]
-            cost = rec["cost"] if status == "SUCCESS" and rec.get("cost") is not None else crash_cost
-            return TrialValue(cost=float(cost), time=float((rec.get("timings") or {}).get("total_s") or 0.0),
-                              status=StatusType[status], additional_info={"trial_id": rec["trial_id"]})
+            return trial_value(rec, crash_cost)
 
         def keep(entry: dict):
             for r in stage_recs():
                 if (r.get("status") in FINISHED and r.get("config_id") == entry["config_id"]
                         and r.get("smac_seed") == entry["seed"] and r.get("smac_budget") == entry["budget"]):
                     v = value_of(r)
-                    return {"status": int(v.status), "cost": v.cost, "time": v.time}
+                    return {"status": int(v.status), "cost": v.cost, "time": v.time, "starttime": v.starttime,
+                            "endtime": v.endtime, "additional_info": v.additional_info}
             return None
 
         resumed = resume_cleanup(state_dir, keep, output_directory=state_dir)
@@ -314,6 +323,8 @@ class StudyRun:
             self.note(f"stage {stage}: resumed SMAC state ({resumed['dropped']} interrupted trial(s) re-queued, "
                       f"{resumed['completed'] + told} finished trial(s) restored)")
 
+        mirror = open_mirror(rd.root, study.name, stage, cs, study.metric, note=self.note)
+        mirror.sync(stage_recs())
         cap = self.stage_trial_cap(stage, lo, hi)
         wall_end = None if self.wall_cap is None else self.wall_cap * hi
         gpu_end = None if self.gpu_cap is None else self.gpu_cap * hi
@@ -370,6 +381,7 @@ class StudyRun:
             rd.write_trial(rec)
             if self.view:
                 self.view.started(rec)
+            mirror.started(rec)
             return spec, rec
 
         def finish(p, result, error):
@@ -378,7 +390,7 @@ class StudyRun:
                 rec["status"] = STATUS_NAMES.get(result.get("status"), "CRASHED")
                 rec["cost"] = result.get("cost") if rec["status"] == "SUCCESS" else None
                 for k in ("metrics", "timings", "device", "worker", "started_at", "finished_at", "error",
-                          "stopped_reason", "best_epoch"):
+                          "stopped_reason", "best_epoch", "started_unix", "finished_unix"):
                     if k in result:
                         rec[k] = result[k]
                 rec["checkpoint"] = result.get("checkpoint")
@@ -402,6 +414,7 @@ class StudyRun:
             rd.write_table(self.records.values())
             if self.view:
                 self.view.finished(rec)
+            mirror.finished(rec)
             self.save_state()
             return value_of(rec)
 
@@ -436,6 +449,7 @@ class StudyRun:
     # ---- main --------------------------------------------------------------------------------
     def run(self, workers: Optional[int]) -> dict:
         from mfhpo.study.clusters import install_signal_handlers, load_cluster_config, start_cluster
+        from mfhpo.study.dashboard import dask_dashboard_lines, quiet_dask_port_warning
         from mfhpo.study.progress import ProgressView
 
         study, rd = self.study, self.rd
@@ -470,14 +484,15 @@ class StudyRun:
         if workers is not None:
             ccfg = ccfg.with_workers(workers)
         install_signal_handlers()
+        quiet_dask_port_warning()
         handle = start_cluster(ccfg, rd.root)
         try:
             self.note(f"study {study.name}: optimizer {self.kind}, mode {study.mode}, cost = {study.metric.describe()}")
             self.note(f"run directory {rd.root}; {handle.summary() if hasattr(handle, 'summary') else ''}")
-            self.note(f"dashboard: {handle.dashboard_link}")
-            if getattr(handle, "tunnel_command", None):
-                self.note(f"tunnel: {handle.tunnel_command}")
-            self.view = ProgressView(study.name, study.metric, self.budget_text, enabled=self.show_progress)
+            for line in dask_dashboard_lines(handle, ccfg.dashboard_port):
+                self.note(line)
+            self.view = ProgressView(study.name, study.metric, self.budget_text, enabled=self.show_progress,
+                                     budget_parts=self.budget_parts)
             self.view.records = [r for r in self.records.values() if r.get("status") in FINISHED]
             self.view.start()
             try:

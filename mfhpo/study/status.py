@@ -8,6 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 from mfhpo.errors import MfhpoError
+from mfhpo.study import baselines
+from mfhpo.study.incumbent_view import study_metric
 from mfhpo.study.rundir import FINISHED, RunDir, select_incumbent
 
 
@@ -61,6 +63,7 @@ def status_command(rundir: Path) -> dict:
 
     s = summarize(rundir)
     st = s["state"]
+    st_metric = study_metric(Path(rundir))
     con = Console()
     con.print(f"[bold]{st.get('study')}[/] ({st.get('optimizer')}, {st.get('mode')}) in {rundir}: "
               f"{s['n_finished']} finished trials; cost = {st.get('metric')}")
@@ -78,15 +81,20 @@ def status_command(rundir: Path) -> dict:
         v = (inc.get("metrics") or {}).get("val", {})
         con.print(f"incumbent: trial {inc['trial_id']} (config {inc['config_id']}, stage {inc.get('stage')}) at budget "
                   f"{_f(inc['budget'])} ({inc['epochs']} epochs, subset {_f(inc['subset_fraction'], 3)}): cost {_f(inc['cost'])}")
-        m = Table(title="incumbent validation metrics")
+        m = Table(title="incumbent validation metrics (* = in the cost)")
         m.add_column("metric")
+        m.add_column("unit")
         m.add_column("model", justify="right")
         m.add_column("baseline", justify="right")
-        for k, b in (("energy_mae", "baseline_energy_mae"), ("energy_mae_per_atom", "baseline_energy_mae_per_atom"),
-                     ("force_mae", "baseline_force_mae"), ("force_mae_free", "baseline_force_mae_free")):
+        in_cost = {st_metric.energy, st_metric.forces if st_metric.forces and st_metric.force_weight > 0 else None}
+        for k in ("energy_mae", "energy_mae_per_atom", "force_mae", "force_mae_free"):
             if k in v:
-                m.add_row(k, _f(v.get(k)), _f(v.get(b)))
+                r = baselines.versus(k, v)
+                m.add_row(("* " if k in in_cost else "  ") + r.label, r.unit, _f(r.value), _f(r.baseline))
         con.print(m)
+        warn = baselines.warning(v, st_metric)
+        if warn:
+            con.print(f"[bold red]WARNING: {warn}[/]")
         con.print("params: " + ", ".join(f"{k}={v}" for k, v in sorted((inc.get("params") or {}).items())))
     c, w = s["compute"], s["warm"]
     con.print(f"compute: {c['device_hours']:.3f} device-hours, {c['epoch_equivalents']:.1f} epoch-equivalents, "
