@@ -24,12 +24,13 @@ def _rec(tid, budget, cost, val):
 
 def test_optimised_metrics_are_labelled_and_compared_with_their_baselines():
     text = baselines.summary(VAL, METRIC)
-    assert text == ("energy MAE / atom 0.1838 eV/atom (baseline 0.1866) · "
+    assert text == ("energy MAE / atom 0.1838 eV/atom (baseline 0.1866, ×1.02 better) · "
                     "force MAE (free atoms) 1.271 eV/Å (zero-force 1.253)")
     assert baselines.warning(VAL, METRIC) == ("the incumbent does not beat its baseline: "
                                               "force MAE (free atoms) 1.271 >= zero-force 1.253")
     better = {**VAL, "force_mae_free": 1.0}
     assert baselines.warning(better, METRIC) is None
+    assert "force MAE (free atoms) 1 eV/Å (zero-force 1.253, ×1.25 better)" in baselines.summary(better, METRIC)
     # all-atom forces in the cost: the all-atom metric and its own baseline
     allf = MetricSection(energy="energy_mae_per_atom", forces="force_mae", force_weight=1.0)
     assert "force MAE (all atoms) 0.939 eV/Å (zero-force 0.929)" in baselines.summary(VAL, allf)

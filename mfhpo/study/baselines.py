@@ -31,10 +31,16 @@ class VersusBaseline:
             return None
         return self.value < self.baseline
 
+    @property
+    def margin(self) -> Optional[float]:
+        """How many times lower than its baseline the model is (None unless it beats it)."""
+        return self.baseline / self.value if self.beats and self.value > 0 else None
+
     def text(self) -> str:
         s = f"{self.label} {fmt(self.value, self.unit)}"
         if self.baseline is not None:
-            s += f" ({self.baseline_label} {fmt(self.baseline)})"
+            margin = f", ×{self.margin:.2f} better" if self.margin is not None else ""
+            s += f" ({self.baseline_label} {fmt(self.baseline)}{margin})"
         return s
 
 
@@ -69,7 +75,7 @@ def baseline_cost(rows: list[VersusBaseline]) -> Optional[float]:
 
 
 def summary(metrics: dict, metric) -> str:
-    """``energy MAE / atom 0.177 eV/atom (baseline 0.1795) · force MAE (free atoms) 1.017 eV/Å (zero-force 1.253)``"""
+    """``energy MAE / atom 0.0183 eV/atom (baseline 0.0454, ×2.48 better) · force MAE (free atoms) 1.271 eV/Å (zero-force 1.253)``"""
     return " · ".join(r.text() for r in optimised(metrics, metric))
 
 
