@@ -1,0 +1,57 @@
+"""The run-directory lock: one ``mfhpo run`` per run directory.
+
+An advisory ``fcntl.flock`` on ``<rundir>/run.lock`` taken without blocking: the kernel grants it to
+exactly one process however many start at the same instant, and releases it when that process ends,
+however it ends (so a lock left by a killed run is never stale). The file holds the owner's pid for
+the message; it is never deleted (deleting would let a second process lock a new file while a third
+still holds the old one).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+from mfhpo.errors import MfhpoError
+
+
+class RunLock:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            try:
+                owner = os.pread(fd, 64, 0).decode(errors="replace").split()
+            except OSError:
+                owner = []
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                pid = owner[0] if owner else "?"
+                raise MfhpoError(f"{self.path.parent}: another mfhpo run (pid {pid}) is using this run directory"
+                                 ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError:
+            pass
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = None
