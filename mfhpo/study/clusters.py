@@ -690,6 +690,7 @@ def _start_jobs(cfg: ClusterConfig, rundir: Path, base_dir: Optional[Path] = Non
             log_book["submitted"] += 1
 
     kw["job_cls"] = _CheckedJob
+    _quiet_submit_failures(log_book)
     try:
         cluster = cls(**kw)
     except Exception as exc:
@@ -721,6 +722,33 @@ def _start_jobs(cfg: ClusterConfig, rundir: Path, base_dir: Optional[Path] = Non
         raise
     handle._log_book = log_book
     return handle
+
+
+class _SubmitFailureFilter(logging.Filter):
+    """A rejected batch submission reaches the log as tornado's ~30-line traceback of the cluster's
+    state-correction task. Before the first job was accepted ``_start_jobs`` raises its own one-line
+    error, so the record is dropped; later (an adaptive resubmission) it becomes one line."""
+
+    def __init__(self, log_book: dict):
+        super().__init__()
+        self.log_book = log_book
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or "Command exited with non-zero exit code" not in str(exc):
+            return True
+        if not self.log_book.get("submitted"):
+            return False
+        record.msg, record.args, record.exc_info, record.exc_text = (
+            f"worker job submission failed: {_submit_error(exc)}", (), None, None)
+        return True
+
+
+def _quiet_submit_failures(log_book: dict) -> None:
+    logger = logging.getLogger("tornado.application")
+    for f in [f for f in logger.filters if isinstance(f, _SubmitFailureFilter)]:
+        logger.removeFilter(f)
+    logger.addFilter(_SubmitFailureFilter(log_book))
 
 
 def _submit_error(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from mfhpo.study.check import check_corners, preflight_data, rounding_note
 from mfhpo.study.config import StudyConfig, load_study
 from mfhpo.study.failures import one_line_failures
 from mfhpo.study.lock import RunLock
+from mfhpo.study.security import check_security_files, scheduler_note
 from mfhpo.study.fidelity import budget_to_fidelity, describe as describe_fidelity
 from mfhpo.study.objective import load_study_dataset, now_iso, run_trial
 from mfhpo.study.rundir import FINISHED, RunDir, atomic_write_text, select_incumbent
@@ -447,12 +448,14 @@ class StudyRun:
         ccfg = load_cluster_config(study.cluster, source=str(study.path))
         if workers is not None:
             ccfg = ccfg.with_workers(workers)
+        check_security_files(ccfg, study.base_dir)
         note = rounding_note(study.fidelity)
         if note:
             self.note(note)
         install_signal_handlers()
         handle = start_cluster(ccfg, rd.root, base_dir=study.base_dir)
         try:
+            self.note(scheduler_note(handle))
             self.note(f"study {study.name}: optimizer {self.kind}, mode {study.mode}, cost = {study.metric.describe()}")
             self.note(f"run directory {rd.root}; {handle.summary() if hasattr(handle, 'summary') else ''}")
             self.note(f"dashboard: {handle.dashboard_link}")

@@ -59,6 +59,19 @@ def remove_credentials(rundir: Path) -> None:
     shutil.rmtree(Path(rundir) / SECURITY_DIR, ignore_errors=True)
 
 
+def check_security_files(cfg, base_dir: Optional[Path] = None) -> None:
+    """Named certificate files exist (one-line error naming the key otherwise); nothing to check for
+    ``tls`` and ``off``."""
+    if not isinstance(cfg.security, TLSFiles):
+        return
+    for key in ("ca_file", "cert", "key"):
+        p = Path(getattr(cfg.security, key)).expanduser()
+        if not p.is_absolute() and base_dir is not None:
+            p = Path(base_dir) / p
+        if not p.is_file():
+            raise MfhpoError(f"cluster.security.{key}: {p}: file not found")
+
+
 def make_security(cfg, base_dir: Optional[Path] = None):
     """The :class:`distributed.security.Security` for ``cfg.security`` (None for ``off``)."""
     from distributed.security import Security
@@ -72,14 +85,11 @@ def make_security(cfg, base_dir: Optional[Path] = None):
         except ImportError:
             raise MfhpoError("cluster.security: tls needs the 'cryptography' package (pip install cryptography), "
                              "or name certificate files, or set security: off") from None
+    check_security_files(cfg, base_dir)
     files = {}
     for key in ("ca_file", "cert", "key"):
         p = Path(getattr(sec, key)).expanduser()
-        if not p.is_absolute() and base_dir is not None:
-            p = Path(base_dir) / p
-        if not p.is_file():
-            raise MfhpoError(f"cluster.security.{key}: {p}: file not found")
-        files[key] = str(p.resolve())
+        files[key] = str((p if p.is_absolute() or base_dir is None else Path(base_dir) / p).resolve())
     return Security(require_encryption=True, tls_ca_file=files["ca_file"],
                     tls_scheduler_cert=files["cert"], tls_scheduler_key=files["key"],
                     tls_worker_cert=files["cert"], tls_worker_key=files["key"],
@@ -95,3 +105,12 @@ def placeholder_security(rundir: Optional[Path]):
     return Security(require_encryption=True, tls_ca_file=str(d / ".dask-jobqueue.worker.ca_file.XXXX"),
                     tls_worker_cert=str(d / ".dask-jobqueue.worker.cert.XXXX"),
                     tls_worker_key=str(d / ".dask-jobqueue.worker.key.XXXX"))
+
+
+def scheduler_note(handle) -> str:
+    """One line for ``mfhpo run``: the scheduler address and whether it authenticates its clients."""
+    try:
+        addr = handle.client.scheduler.address
+    except Exception:
+        addr = "?"
+    return f"scheduler {addr}; security {describe(handle.cfg)}"
