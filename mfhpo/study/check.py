@@ -91,11 +91,48 @@ def check_corners(study: StudyConfig, spec: SpaceSpec, source: Optional[str] = N
         try:
             cfg = materialize(study, spec, c.flat)
         except MfhpoError as exc:
+            if not c.key:
+                raise MfhpoError(default_failure(spec, source, str(exc))) from None
             raise MfhpoError(f"{source}: {_where(c)}: {_strip(str(exc))}") from None
         except (TypeError, ValueError) as exc:
             raise MfhpoError(f"{source}: {_where(c)}: not a usable value ({exc})") from None
         done.append((c, cfg))
     return done
+
+
+# TrialConfig fields that several space parameters feed
+_FIELD_PARAMS = {"hidden_layers": ("nodes", "num_layers"),
+                 "sigmas": ("sigmas", "sigma_min", "sigma_max", "sigma_count", "sigma_spacing"),
+                 "orders": ("max_order", "groups_2", "groups_3", "groups_4", "groups_5")}
+
+
+def culprit(spec: SpaceSpec, msg: str) -> Optional[str]:
+    """The space key behind a trial-config error ``... <section>.<field>[.<index>]: ...``, or None."""
+    import re
+
+    m = re.search(r"\b(descriptor|model|training)\.([A-Za-z_]+)", msg)
+    if not m:
+        return None
+    for name in _FIELD_PARAMS.get(m.group(2), (m.group(2),)):
+        if name in spec.params:
+            return name
+    return None
+
+
+def _spec_text(p) -> str:
+    if p.kind == "fixed":
+        return f"value {p.value!r}"
+    if p.kind == "cat":
+        return f"choices {p.choices!r}"
+    return f"low {p.low!r}, high {p.high!r}" + (", log" if p.log else "")
+
+
+def default_failure(spec: SpaceSpec, source: str, msg: str) -> str:
+    """The one line for a default configuration that does not validate, naming the space key."""
+    name = culprit(spec, msg)
+    if name is None:
+        return f"{source}: {_strip(msg)}"
+    return f"{source}: space.{name} ({_spec_text(spec.params[name])}): gives an invalid {_strip(msg)}"
 
 
 def _where(c: Corner) -> str:
@@ -198,6 +235,9 @@ def check_command(study_path: Path, *, workers: Optional[int] = None, optimizer:
     ccfg = load_cluster_config(study.cluster, source=str(study.path))
     if workers is not None:
         ccfg = ccfg.with_workers(workers)
+    from mfhpo.study.security import check_security_files
+
+    check_security_files(ccfg, study.base_dir, source=str(study.path))
 
     print(f"study {study.name} ({study.path}): optimizer {kind}, mode {study.mode}, cost = {study.metric.describe()}")
     tr = prov["train"]
@@ -218,7 +258,10 @@ def check_command(study_path: Path, *, workers: Optional[int] = None, optimizer:
              else str(ccfg.jobs if ccfg.jobs is not None else 1))
         print(f"cluster: {ccfg.kind}, jobs {n}, {ccfg.gpus_per_job} GPU / {ccfg.cpus_per_job} CPU / {ccfg.memory} "
               f"per job, walltime {ccfg.walltime}, security {security_label(ccfg)}; job script:")
-        print(job_script(ccfg, rundir=root))
+        with tempfile.TemporaryDirectory(prefix="mfhpo-check-") as tmp:
+            # dask-jobqueue creates the log directory when it renders a script: render it in a scratch
+            # folder, then show the run directory's paths
+            print(job_script(ccfg, rundir=Path(tmp) / "run").replace(str(Path(tmp) / "run"), str(root)))
     else:
         plan = local_worker_plan(ccfg)
         gpus = [p["gpu"] for p in plan if p["gpu"] is not None]

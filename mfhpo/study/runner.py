@@ -448,7 +448,7 @@ class StudyRun:
         ccfg = load_cluster_config(study.cluster, source=str(study.path))
         if workers is not None:
             ccfg = ccfg.with_workers(workers)
-        check_security_files(ccfg, study.base_dir)
+        check_security_files(ccfg, study.base_dir, source=str(study.path))
         note = rounding_note(study.fidelity)
         if note:
             self.note(note)

@@ -59,9 +59,9 @@ def remove_credentials(rundir: Path) -> None:
     shutil.rmtree(Path(rundir) / SECURITY_DIR, ignore_errors=True)
 
 
-def check_security_files(cfg, base_dir: Optional[Path] = None) -> None:
-    """Named certificate files exist (one-line error naming the key otherwise); nothing to check for
-    ``tls`` and ``off``."""
+def check_security_files(cfg, base_dir: Optional[Path] = None, source: Optional[str] = None) -> None:
+    """Named certificate files exist (one-line error naming the file and key otherwise); nothing to
+    check for ``tls`` and ``off``."""
     if not isinstance(cfg.security, TLSFiles):
         return
     for key in ("ca_file", "cert", "key"):
@@ -69,7 +69,7 @@ def check_security_files(cfg, base_dir: Optional[Path] = None) -> None:
         if not p.is_absolute() and base_dir is not None:
             p = Path(base_dir) / p
         if not p.is_file():
-            raise MfhpoError(f"cluster.security.{key}: {p}: file not found")
+            raise MfhpoError(f"{source + ': ' if source else ''}cluster.security.{key}: {p}: file not found")
 
 
 def make_security(cfg, base_dir: Optional[Path] = None):
