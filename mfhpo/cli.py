@@ -93,9 +93,12 @@ def run(
 
         check_command(study, workers=workers, optimizer=optimizer, rundir=rundir)
         return
-    from mfhpo.study.runner import run_command
+    from mfhpo.study.lock import lock_for_study
 
-    run_command(study, trials=trials, workers=workers, optimizer=optimizer, rundir=rundir)
+    with lock_for_study(study, rundir):  # taken before the heavy imports: a second run exits at once
+        from mfhpo.study.runner import run_command
+
+        run_command(study, trials=trials, workers=workers, optimizer=optimizer, rundir=rundir, locked=True)
 
 
 @app.command()

@@ -530,7 +530,7 @@ def test_lock_left_by_a_killed_run_is_not_stale(tmp_path):
 @pytest.mark.slow
 def test_twenty_simultaneous_mfhpo_runs_exactly_one_runs(tmp_path, frames):
     ase.io.write(str(tmp_path / "data.traj"), frames)
-    p = write_study(tmp_path, budget={"trials": 3}, toy={"sleep_fixed_s": 6.0})
+    p = write_study(tmp_path, budget={"trials": 3}, toy={"sleep_fixed_s": 3.0})
     cmd = [sys.executable, "-m", "mfhpo.cli", "run", str(p), "--rundir", str(tmp_path / "run")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)

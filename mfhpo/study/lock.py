@@ -55,3 +55,23 @@ class RunLock:
         finally:
             os.close(self._fd)
             self._fd = None
+
+
+def lock_for_study(study_path: Path, rundir: Path | None):
+    """The lock of the run directory ``mfhpo run STUDY [--rundir R]`` will use, found from the study's
+    ``name`` alone (no heavy imports), so that a second run exits at once; a no-op context when the name
+    cannot be read (the study's validation then reports the problem)."""
+    import contextlib
+    import re
+
+    import yaml
+
+    if rundir is None:
+        try:
+            name = (yaml.safe_load(Path(study_path).read_text()) or {}).get("name")
+        except Exception:  # noqa: BLE001 - validation names the problem later
+            name = None
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+            return contextlib.nullcontext()
+        rundir = Path("runs") / name
+    return RunLock(Path(rundir) / "run.lock")

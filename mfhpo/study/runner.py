@@ -503,7 +503,10 @@ def prepare_rundir(study: StudyConfig, rundir: Optional[Path], kind: str) -> Run
 
 
 def run_command(study: Path, *, trials: Optional[int] = None, workers: Optional[int] = None,
-                optimizer: Optional[str] = None, rundir: Optional[Path] = None, progress: bool = True) -> dict:
+                optimizer: Optional[str] = None, rundir: Optional[Path] = None, progress: bool = True,
+                locked: bool = False) -> dict:
+    """Run or resume ``study``. ``locked``: the caller holds the run-directory lock (``mfhpo run`` takes
+    it before importing this module); otherwise it is taken here."""
     cfg = load_study(study)
     kind = optimizer or cfg.optimizer
     if kind not in ("smac-mf", "smac-bo", "random"):
@@ -514,5 +517,5 @@ def run_command(study: Path, *, trials: Optional[int] = None, workers: Optional[
     check_corners(cfg, build_space_spec(cfg, str(cfg.path)))
     rd = prepare_rundir(cfg, rundir, kind)
     with one_line_failures(study, rd.root, rundir=rundir, optimizer=optimizer):
-        with RunLock(rd.root / "run.lock"):
+        with contextlib.nullcontext() if locked else RunLock(rd.root / "run.lock"):
             return StudyRun(cfg, rd, kind, trials, progress).run(workers)
