@@ -19,11 +19,9 @@ import time
 from pathlib import Path
 
 import ase.io
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mfhpo.errors import MfhpoError

@@ -261,7 +261,8 @@ def check_command(study_path: Path, *, workers: Optional[int] = None, optimizer:
         with tempfile.TemporaryDirectory(prefix="mfhpo-check-") as tmp:
             # dask-jobqueue creates the log directory when it renders a script: render it in a scratch
             # folder, then show the run directory's paths
-            print(job_script(ccfg, rundir=Path(tmp) / "run").replace(str(Path(tmp) / "run"), str(root)))
+            script = job_script(ccfg, rundir=Path(tmp) / "run", base_dir=study.base_dir)
+            print(script.replace(str(Path(tmp) / "run"), str(root)))
     else:
         plan = local_worker_plan(ccfg)
         gpus = [p["gpu"] for p in plan if p["gpu"] is not None]

@@ -361,8 +361,9 @@ def jobqueue_kwargs(cfg: ClusterConfig, *, rundir: Optional[Path] = None, job_na
     return kw
 
 
-def job_script(cfg: ClusterConfig, *, rundir: Optional[Path] = None) -> str:
-    """The batch script one worker job would be submitted with (no cluster is started)."""
+def job_script(cfg: ClusterConfig, *, rundir: Optional[Path] = None, base_dir: Optional[Path] = None) -> str:
+    """The batch script one worker job would be submitted with (no cluster is started); ``base_dir``
+    resolves relative certificate files of ``cluster.security``."""
     if not cfg.is_job_cluster:
         raise MfhpoError("cluster.kind: local runs workers on this machine; there is no batch job script")
     _set_dask_config()
@@ -373,7 +374,7 @@ def job_script(cfg: ClusterConfig, *, rundir: Optional[Path] = None) -> str:
     # the Job class renders the script; placeholders stand in for the scheduler address and for the
     # worker's TLS files (written into <rundir>/security when the cluster starts)
     if cfg.security != "off":
-        kw.update(security=placeholder_security(rundir) if cfg.security == "tls" else make_security(cfg),
+        kw.update(security=placeholder_security(rundir) if cfg.security == "tls" else make_security(cfg, base_dir),
                   protocol="tls://")
     scheme = "tcp" if cfg.security == "off" else "tls"
     job = job_cls(scheduler=f"{scheme}://SCHEDULER:PORT", name="mfhpo-worker", **kw)
@@ -397,7 +398,7 @@ def cluster_script_command(study_path: Path) -> None:
         return
     n = f"adaptive {cfg.adaptive.minimum}..{cfg.adaptive.maximum}" if cfg.adaptive else str(cfg.jobs if cfg.jobs is not None else 1)
     print(f"# study {name}: {cfg.kind} job script, one Dask worker (= one trial at a time) per job; jobs: {n}")
-    print(job_script(cfg, rundir=Path("runs") / str(name)))
+    print(job_script(cfg, rundir=Path("runs") / str(name), base_dir=study_path.resolve().parent))
 
 
 # ------------------------------------------------------------------------------------------------
