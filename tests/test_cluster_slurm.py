@@ -295,3 +295,22 @@ def test_slurm_scheduler_and_workers_need_the_study_credentials(slurm, tmp_path)
     finally:
         h.close()
     assert not _wait_no_jobs(h.job_name)
+
+
+def test_mfhpo_run_with_a_gres_the_partition_lacks_prints_one_line(slurm, tmp_path):
+    """``sbatch: error: Invalid generic resource`` (a GPU job on a partition without GPUs) ends
+    ``mfhpo run`` with one line and exit 2, not tornado's traceback."""
+    gres = subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%G"], capture_output=True, text=True).stdout
+    if "gpu" in gres:
+        pytest.skip(f"partition debug has GPUs ({gres.strip()}): the job would be accepted")
+    study = tmp_path / "gpu.yaml"
+    study.write_text(
+        "name: gpu\ndata: {train: demo, demo_structures: 12}\nspace: {lr: {low: 0.001, high: 0.01}}\n"
+        "fidelity: {min_budget: 1, max_budget: 3, eta: 3, epochs: {min: 1, max: 3}}\nbudget: {trials: 1}\n"
+        "objective: toy\ncluster: {kind: slurm, partition: debug, gpus_per_job: 1, cpus_per_job: 1, memory: 1GB,\n"
+        "  walltime: '00:05:00', interface: lo, dashboard_port: 0, job_name: mfhpo-gres}\n")
+    r = subprocess.run([sys.executable, "-m", "mfhpo.cli", "run", str(study), "--rundir", str(tmp_path / "run")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=180)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert len(lines) == 1 and "could not be submitted" in lines[0] and "generic resource" in lines[0], r.stderr

@@ -215,6 +215,18 @@ def _command_case(kind: str):
     return build
 
 
+def _featurize_far_atom(d: Path, frames):
+    from test_gmp import _molecule, _write_setting
+
+    (d / "C.g").write_text("4.0 1.0\n")
+    setting = _write_setting(d / "s.json", atom_gaussians={"C": "C.g", "H": "C.g", "O": "C.g"})
+    far = _molecule()
+    far.positions[1, 2] = 1e12
+    ase.io.write(str(d / "far.traj"), [_molecule(), far])
+    return (["featurize", str(d / "far.traj"), "--setting", str(setting), "--out", str(d / "o.npz")],
+            ["far.traj", "frame 1: atom 1: coordinate 1e+12 Å is outside"])
+
+
 def _cli_option_case(args, expect):
     def build(d: Path, frames):
         ase.io.write(str(d / "data.traj"), frames)
@@ -301,6 +313,7 @@ CASES = {
     "option_workers_zero": _cli_option_case(["--workers", "0"], ["--workers: must be >= 1"]),
     "study_file_missing": lambda d, f: (["run", str(d / "none.yaml")], ["none.yaml", "file not found"]),
     "train_far_atom": _command_case("train"),
+    "featurize_far_atom": _featurize_far_atom,
     "evaluate_far_atom": _command_case("evaluate"),
     "report_not_a_run": _command_case("report"),
     "status_not_a_run": _command_case("status"),
