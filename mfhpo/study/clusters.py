@@ -781,6 +781,12 @@ def install_signal_handlers() -> None:
     ``finally: handle.close()`` runs and no worker job is left behind. Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         return
+    try:
+        # importing dask_jobqueue (dask_jobqueue.runner) sets SIGINT to sys.exit(): a Ctrl-C would end the
+        # run with exit code 0 and no word. Import it first so that the handlers below stay in place.
+        import dask_jobqueue  # noqa: F401
+    except ImportError:  # pragma: no cover - a dependency
+        pass
 
     def _raise(signum, frame):
         from mfhpo.study.failures import silence_dask
