@@ -426,7 +426,7 @@ def test_unauthenticated_client_cannot_reach_a_running_study(tmp_path, frames):
     from distributed.security import Security
 
     ase.io.write(str(tmp_path / "data.traj"), frames)
-    p = write_study(tmp_path, budget={"trials": 4}, toy={"sleep_fixed_s": 1.5})
+    p = write_study(tmp_path, budget={"trials": 4}, toy={"sleep_fixed_s": 2.5})
     proc = subprocess.Popen([sys.executable, "-m", "mfhpo.cli", "run", str(p), "--rundir", str(tmp_path / "run")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     addr = None
@@ -443,6 +443,7 @@ def test_unauthenticated_client_cannot_reach_a_running_study(tmp_path, frames):
         host_port = addr.split("://", 1)[1]
         assert _connect_fails(f"tcp://{host_port}"), "a plain-TCP client connected"
         assert _connect_fails(addr, security=Security.temporary()), "a client with foreign credentials connected"
+        assert proc.poll() is None, "the study ended before the attempts: they proved nothing"
     finally:
         out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]

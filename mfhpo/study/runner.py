@@ -23,11 +23,11 @@ from mfhpo.errors import MfhpoError
 from mfhpo.study.check import check_corners, preflight_data, rounding_note
 from mfhpo.study.config import StudyConfig, load_study
 from mfhpo.study.failures import one_line_failures
-from mfhpo.study.lock import RunLock
-from mfhpo.study.security import check_security_files, scheduler_note
 from mfhpo.study.fidelity import budget_to_fidelity, describe as describe_fidelity
+from mfhpo.study.lock import RunLock
 from mfhpo.study.objective import load_study_dataset, now_iso, run_trial
 from mfhpo.study.rundir import FINISHED, RunDir, atomic_write_text, select_incumbent
+from mfhpo.study.security import check_security_files, scheduler_note
 from mfhpo.study.space import (build_space_spec, config_to_flat, default_flat, full_flat, materialize,
                                to_configspace, _max_layers)
 
@@ -515,7 +515,8 @@ def run_command(study: Path, *, trials: Optional[int] = None, workers: Optional[
         raise MfhpoError(f"--trials: must be >= 1, got {trials}")
     # every categorical choice and range end materialised now, before a run directory or cluster exists
     check_corners(cfg, build_space_spec(cfg, str(cfg.path)))
-    rd = prepare_rundir(cfg, rundir, kind)
-    with one_line_failures(study, rd.root, rundir=rundir, optimizer=optimizer):
-        with contextlib.nullcontext() if locked else RunLock(rd.root / "run.lock"):
+    root = Path(rundir) if rundir is not None else Path("runs") / cfg.name
+    with one_line_failures(study, root, rundir=rundir, optimizer=optimizer):
+        with contextlib.nullcontext() if locked else RunLock(root / "run.lock"):
+            rd = prepare_rundir(cfg, rundir, kind)
             return StudyRun(cfg, rd, kind, trials, progress).run(workers)
