@@ -14,7 +14,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from mfhpo.errors import MfhpoError
+from mfhpo.errors import EnvironmentFailure, MfhpoError
 
 
 class RunLock:
@@ -23,8 +23,14 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise EnvironmentFailure(f"{self.path}: no space left on the device; free space and run again"
+                                         ) from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -38,8 +44,11 @@ class RunLock:
                 raise MfhpoError(f"{self.path.parent}: another mfhpo run (pid {pid}) is using this run directory"
                                  ) from None
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # the pid is for the message only; the flock is the lock (a full disk must not stop here)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
         self._fd = fd
         return self
 
