@@ -88,11 +88,21 @@ def run(
     workers: Optional[int] = typer.Option(None, "--workers", help="override cluster.workers (local)"),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="override optimizer: smac-mf, smac-bo, random"),
     rundir: Optional[Path] = typer.Option(None, "--rundir", help="run directory (default runs/<study name>)"),
+    check: bool = typer.Option(False, "--check", help="validate data, space corners, budget ladder and cluster; "
+                                                      "print them and exit without running a trial"),
 ) -> None:
     """Run (or resume) a study."""
-    from mfhpo.study.runner import run_command
+    if check:
+        from mfhpo.study.check import check_command
 
-    run_command(study, trials=trials, workers=workers, optimizer=optimizer, rundir=rundir)
+        check_command(study, workers=workers, optimizer=optimizer, rundir=rundir)
+        return
+    from mfhpo.study.lock import lock_for_study
+
+    with lock_for_study(study, rundir):  # taken before the heavy imports: a second run exits at once
+        from mfhpo.study.runner import run_command
+
+        run_command(study, trials=trials, workers=workers, optimizer=optimizer, rundir=rundir, locked=True)
 
 
 @app.command()
@@ -160,12 +170,13 @@ def cluster_script(study: Path = typer.Argument(..., help="study YAML")) -> None
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: usage errors are click's; MfhpoError becomes one line and exit code 2."""
+    """Entry point: usage errors (and Ctrl-C outside ``mfhpo run``) are click's; MfhpoError becomes one
+    line and its exit code (2 for bad input, 1 for a full disk, 130 for an interrupted study)."""
     try:
         app(args=argv)
     except MfhpoError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,52 @@ def free_mask(atoms: Atoms) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+# What the neighbour list and the featurizer are built for (checked for every frame on loading, so
+# that no data file reaches native code with values it cannot take).
+MAX_ABS_COORDINATE = 1.0e4  # Å, |x|, |y|, |z| of every atom
+MAX_CELL_LENGTH = 1.0e4  # Å, length of each cell vector
+MIN_PLANE_SPACING = 0.5  # Å, distance between opposite faces of a periodic cell, along periodic axes
+
+
+def geometry_problem(atoms: Atoms) -> str | None:
+    """Why the neighbour list cannot take this structure (None when it can): unknown elements, NaN or
+    out-of-range coordinates, a cell that is too large, degenerate or too thin."""
+    numbers = np.asarray(atoms.numbers)
+    bad = (numbers < 1) | (numbers > 118)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        sym = atoms.get_chemical_symbols()[k] if 0 <= numbers[k] <= 118 else str(numbers[k])
+        return f"atom {k}: unknown element {sym!r} (atomic number {int(numbers[k])}); every atom needs a real element"
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    if not np.all(np.isfinite(pos)):
+        k = int(np.flatnonzero(~np.isfinite(pos).all(axis=1))[0])
+        return f"positions contain NaN or inf (atom {k})"
+    far = np.abs(pos).max(axis=1) > MAX_ABS_COORDINATE
+    if far.any():
+        k = int(np.flatnonzero(far)[0])
+        return (f"atom {k}: coordinate {float(np.abs(pos[k]).max()):.6g} Å is outside |r| <= "
+                f"{MAX_ABS_COORDINATE:g} Å")
+    cell = np.asarray(atoms.cell, dtype=np.float64)
+    if not np.all(np.isfinite(cell)):
+        return "cell contains NaN or inf"
+    lengths = np.linalg.norm(cell, axis=1)
+    if (lengths > MAX_CELL_LENGTH).any():
+        return f"cell vector length {float(lengths.max()):.6g} Å is above {MAX_CELL_LENGTH:g} Å"
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any():
+        vol = abs(float(np.linalg.det(cell)))
+        if vol < 1e-6:
+            return f"periodic cell has zero volume (cell {np.round(cell, 6).tolist()})"
+        for ax in np.flatnonzero(pbc):
+            other = [c for c in range(3) if c != ax]
+            area = float(np.linalg.norm(np.cross(cell[other[0]], cell[other[1]])))
+            spacing = vol / area if area > 0 else 0.0
+            if spacing < MIN_PLANE_SPACING:
+                return (f"periodic cell is {spacing:.3g} Å thin along cell vector {int(ax)} (below "
+                        f"{MIN_PLANE_SPACING:g} Å)")
+    return None
+
+
 def validate_images(
     images: Sequence[Atoms],
     source: str,
@@ -134,10 +180,9 @@ def validate_images(
         where = f"{source}: frame {k}"
         if len(atoms) == 0:
             raise MfhpoError(f"{where}: has no atoms")
-        if not np.all(np.isfinite(atoms.positions)):
-            raise MfhpoError(f"{where}: positions contain NaN or inf")
-        if np.any(atoms.pbc) and abs(atoms.cell.volume) < 1e-6:
-            raise MfhpoError(f"{where}: periodic cell has zero volume (cell {atoms.cell.tolist()})")
+        geometry = geometry_problem(atoms)
+        if geometry:
+            raise MfhpoError(f"{where}: {geometry}")
         if known is not None:
             missing = sorted(set(atoms.get_chemical_symbols()) - known)
             if missing:
@@ -233,11 +278,13 @@ class Dataset:
         validate_images(images, source, require_energy=True, require_forces=require_forces,
                         known_elements=known_elements)
         energies = np.array([a.get_potential_energy() for a in images], dtype=np.float64)
-        forces = None
-        try:
-            forces = [np.array(a.get_forces(apply_constraint=False), dtype=np.float64) for a in images]
-        except Exception:
-            forces = None
+        per_frame = [_frame_forces(a) for a in images]
+        lacking = [k for k, f in enumerate(per_frame) if f is None]
+        if lacking and len(lacking) < len(images):
+            shown = ", ".join(str(k) for k in lacking[:10]) + (", ..." if len(lacking) > 10 else "")
+            raise MfhpoError(f"{source}: frame(s) {shown} ({len(lacking)} of {len(images)}) have no forces while the "
+                             "others do; label every frame or none")
+        forces = None if lacking else per_frame
         if forces is not None and not all(np.all(np.isfinite(f)) for f in forces):
             validate_images(images, source, require_energy=True, require_forces=True)
         groups = None
@@ -248,6 +295,17 @@ class Dataset:
             groups = np.array([str(a.info[group_key]) for a in images])
         return cls(images=images, energies=energies, forces=forces,
                    free=[free_mask(a) for a in images], source=source, groups=groups)
+
+
+def _frame_forces(atoms: Atoms) -> np.ndarray | None:
+    """Raw forces of one frame, or None when the frame stores none."""
+    try:
+        f = atoms.get_forces(apply_constraint=False)
+    except Exception:
+        return None
+    if f is None or np.shape(f) != (len(atoms), 3):
+        return None
+    return np.array(f, dtype=np.float64)
 
 
 def load_dataset(

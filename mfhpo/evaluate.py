@@ -17,8 +17,8 @@ SHOWN = ("energy_mae", "energy_mae_per_atom", "energy_rmse", "force_mae", "force
 def evaluate(checkpoint: str | Path, data: str | Path, device: str = "auto", batch_size: int = 64) -> dict:
     """All metrics of ``checkpoint`` on ``data``. The energy baseline is the linear fit stored in the
     checkpoint (its training split's per-element reference energies); the force baseline is zero."""
+    ds = load_dataset(data)  # validated first: a bad data file is named before any model is loaded
     pot = load_potential(checkpoint, device=device)
-    ds = load_dataset(data)
     pot.potential.element_index(ds.elements, source=str(data))  # unknown elements -> one-line error
     e, f = pot.predict(ds.images, forces=ds.has_forces, batch_size=batch_size, source=str(data))
     return dataset_metrics(ds, e, f, pot.reference_energies)

@@ -53,15 +53,19 @@ def test_slurm_job_script_text():
         #SBATCH --constraint=a100
         module load cuda/12.1
         conda activate mfhpo
-        python -m distributed.cli.dask_worker tcp://SCHEDULER:PORT --name mfhpo-worker --nthreads 1 \
---memory-limit 29.80GiB --nanny --death-timeout 120 --resources trial=1,GPU=1
+        python -m distributed.cli.dask_worker tls://SCHEDULER:PORT --name mfhpo-worker --nthreads 1 \
+--memory-limit 29.80GiB --nanny --death-timeout 120 --resources trial=1,GPU=1 \
+--protocol tls:// --tls-ca-file runs/STUDY/security/.dask-jobqueue.worker.ca_file.XXXX \
+--tls-cert runs/STUDY/security/.dask-jobqueue.worker.cert.XXXX \
+--tls-key runs/STUDY/security/.dask-jobqueue.worker.key.XXXX
         """)
     assert s == expected
 
 
 def test_slurm_cpu_only_has_no_gres_and_no_gpu_resource():
-    s = _script(kind="slurm", gpus_per_job=0, cpus_per_job=2, memory="4GB")
+    s = _script(kind="slurm", gpus_per_job=0, cpus_per_job=2, memory="4GB", security="off")
     assert "--gres" not in s
+    assert "tcp://SCHEDULER:PORT" in s and "--tls" not in s  # security: off = plain TCP
     assert "--cpus-per-task=2" in s
     assert s.rstrip().endswith("--resources trial=1")
     assert "GPU=1" not in s
@@ -69,7 +73,7 @@ def test_slurm_cpu_only_has_no_gres_and_no_gpu_resource():
 
 def test_pbs_pro_job_script_text():
     s = _script(kind="pbs", queue="inferno", account="GT-abc123", walltime="08:00:00", cpus_per_job=6,
-                memory="24GB", job_script_prologue=["module load anaconda3", "conda activate mfhpo"])
+                memory="24GB", job_script_prologue=["module load anaconda3", "conda activate mfhpo"], security="off")
     expected = textwrap.dedent("""\
         #!/usr/bin/env bash
 

@@ -160,3 +160,30 @@ def test_study_on_slurm_survives_scancel_mid_trial(slurm, tmp_path):
     assert status[3] == "SUCCESS"
     left = _wait_gone(prefix)
     assert not left, f"jobs left in the queue: {left}"
+
+
+def test_ctrl_c_of_a_slurm_study_is_one_line_and_leaves_no_job(slurm, tmp_path):
+    """Ctrl-C (SIGINT to the process group) of ``mfhpo run`` with Slurm workers: exit code 130, one line
+    with the resume command (dask-jobqueue's own SIGINT handler would exit 0 silently), no job left."""
+    prefix = f"e2c{uuid.uuid4().hex[:4]}"
+    study = _study(tmp_path, "slurm_int", prefix, trials=20, sleep_s=2.0, cluster="jobs: 1")
+    rundir = tmp_path / "rd"
+    p = subprocess.Popen([sys.executable, "-m", "mfhpo.cli", "run", str(study), "--rundir", str(rundir)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                         start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 180:
+            line = p.stdout.readline()
+            if not line or line.startswith("[mfhpo] trial 1 "):
+                break
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    lines = err.strip().splitlines()
+    assert p.returncode == 130, err[-3000:]
+    assert len(lines) == 1 and "interrupted; finished trials are saved, resume with: mfhpo run" in lines[0], err
+    left = _wait_gone(prefix)
+    assert not left, f"jobs left in the queue: {left}"

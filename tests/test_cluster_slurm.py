@@ -255,3 +255,62 @@ def test_pbs_cluster_through_qsub_shim(slurm, tmp_path, monkeypatch):
         h.close()
     left = _wait_no_jobs(h.job_name)
     assert not left, f"jobs left after close(): {left}"
+
+
+def _connect(addr: str, **kw) -> bool:
+    from distributed import Client
+
+    try:
+        c = Client(addr, timeout=4, **kw)
+    except Exception:  # noqa: BLE001 - any refusal
+        return False
+    c.close()
+    return True
+
+
+def test_slurm_scheduler_and_workers_need_the_study_credentials(slurm, tmp_path):
+    """Default ``security: tls``: the worker job connects over TLS with the per-run credentials written
+    into <rundir>/security (0700 folder, 0600 files; the job script names the files, never a key), and a
+    client without them cannot connect."""
+    from distributed.security import Security
+
+    h = start_cluster(_cfg(jobs=1), tmp_path)
+    try:
+        assert h.wait_for_slots(1, timeout=120) == 1, h.summary()
+        addr = h.client.scheduler.address
+        assert addr.startswith("tls://")
+        workers = list(h.client.scheduler_info()["workers"])
+        assert workers and all(w.startswith("tls://") for w in workers)
+        sec = tmp_path / "security"
+        assert sec.stat().st_mode & 0o777 == 0o700
+        files = list(sec.iterdir())
+        assert files and all(f.stat().st_mode & 0o077 == 0 for f in files)
+        script = h.cluster.job_script()
+        assert f"--tls-key {sec}" in script and "PRIVATE KEY" not in script
+        # the study's own client runs work inside the job; outsiders are refused
+        r = h.client.submit(_job_task, 0, 0.1, resources={"trial": 1}, pure=False).result(timeout=60)
+        assert r["job"] in h.job_ids()
+        assert not _connect(addr.replace("tls://", "tcp://")), "a plain-TCP client connected"
+        assert not _connect(addr, security=Security.temporary()), "a client with foreign credentials connected"
+    finally:
+        h.close()
+    assert not _wait_no_jobs(h.job_name)
+
+
+def test_mfhpo_run_with_a_gres_the_partition_lacks_prints_one_line(slurm, tmp_path):
+    """``sbatch: error: Invalid generic resource`` (a GPU job on a partition without GPUs) ends
+    ``mfhpo run`` with one line and exit 2, not tornado's traceback."""
+    gres = subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%G"], capture_output=True, text=True).stdout
+    if "gpu" in gres:
+        pytest.skip(f"partition debug has GPUs ({gres.strip()}): the job would be accepted")
+    study = tmp_path / "gpu.yaml"
+    study.write_text(
+        "name: gpu\ndata: {train: demo, demo_structures: 12}\nspace: {lr: {low: 0.001, high: 0.01}}\n"
+        "fidelity: {min_budget: 1, max_budget: 3, eta: 3, epochs: {min: 1, max: 3}}\nbudget: {trials: 1}\n"
+        "objective: toy\ncluster: {kind: slurm, partition: debug, gpus_per_job: 1, cpus_per_job: 1, memory: 1GB,\n"
+        "  walltime: '00:05:00', interface: lo, dashboard_port: 0, job_name: mfhpo-gres}\n")
+    r = subprocess.run([sys.executable, "-m", "mfhpo.cli", "run", str(study), "--rundir", str(tmp_path / "run")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=180)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert len(lines) == 1 and "could not be submitted" in lines[0] and "generic resource" in lines[0], r.stderr

@@ -89,6 +89,9 @@ def test_partial_and_resumed_tables_are_read(tmp_path):
     assert s.trials.loc[s.trials["trial_id"] == 1, "cost"].item() == 0.03
     empty = tmp_path / "empty"
     empty.mkdir()
+    with pytest.raises(MfhpoError, match="not a study run directory"):  # no study copy, state or table
+        load_study(empty)
+    (empty / "study.yaml").write_text("name: empty\n")  # a run that has just started: no trials.csv yet
     s2 = load_study(empty)
     assert s2.trials.empty and s2.incumbent() is None and s2.notes
     with pytest.raises(MfhpoError, match="run directory not found"):

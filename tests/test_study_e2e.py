@@ -4,8 +4,11 @@ metrics, also along a warm-start chain."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import re
+import socket
 import subprocess
 import zipfile
 
@@ -89,6 +92,17 @@ def test_tiny_training_study_end_to_end_and_bundle_reproduces(tmp_path, capsys):
             assert {"config.yaml", "checkpoint.pt", "manifest.json", "retrain.sh", "study.yaml", "metrics.json"} <= names
             assert not any(n.endswith((".extxyz", ".traj")) for n in names)  # never data copies
             z.extractall(unz)
+        # nothing of the machine: no path of the directory the study ran in, no user or host name
+        here = {str(tmp_path), str(tmp_path.resolve()), os.path.expanduser("~")}
+        for f in unz.rglob("*"):
+            if not f.is_file():
+                continue
+            raw = f.read_bytes()
+            assert not any(h.encode() in raw for h in here), f"{f.name} holds a path of this machine"
+            if f.suffix in (".json", ".yaml", ".txt", ".sh", ".csv"):
+                text = raw.decode()
+                for token in (socket.gethostname(), getpass.getuser()):
+                    assert not re.search(rf"(?<![\w.-]){re.escape(token)}(?![\w.-])", text), (f.name, token)
         # a different OMP_NUM_THREADS here: the retrain must use the thread count the trial recorded
         env = {**os.environ, "OMP_NUM_THREADS": "1" if torch.get_num_threads() > 1 else "2"}
         r = subprocess.run(["bash", "retrain.sh", str(out / "replay")], cwd=unz, capture_output=True, text=True,

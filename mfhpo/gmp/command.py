@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from mfhpo.atomic import atomic_open
-from mfhpo.data import read_structures
+from mfhpo.data import geometry_problem, read_structures
 from mfhpo.errors import MfhpoError
 
 
@@ -32,8 +32,9 @@ def featurize_command(structures, setting, out, derivatives: bool = False, dtype
         where = f"{structures}: frame {k}"
         if len(atoms) == 0:
             raise MfhpoError(f"{where}: has no atoms")
-        if not np.all(np.isfinite(atoms.positions)):
-            raise MfhpoError(f"{where}: positions contain NaN or inf")
+        geometry = geometry_problem(atoms)  # what the neighbour list cannot take (mfhpo.data)
+        if geometry:
+            raise MfhpoError(f"{where}: {geometry}")
         missing = sorted(set(atoms.get_chemical_symbols()) - set(gs.elements))
         if missing:
             raise MfhpoError(f"{where}: element(s) {', '.join(missing)} have no density in {setting_path}")

@@ -235,6 +235,8 @@ def load_study(rundir: str | Path) -> Study:
     rundir = Path(rundir)
     if not rundir.is_dir():
         raise MfhpoError(f"{rundir}: run directory not found")
+    if not any((rundir / n).exists() for n in ("state.json", "study.yaml", "trials.csv")):
+        raise MfhpoError(f"{rundir}: not a study run directory (no state.json, study.yaml or trials.csv)")
     spec = _load_spec(rundir)
     trials = load_trials(rundir)
     notes = []

@@ -21,6 +21,7 @@ import yaml
 
 from mfhpo.errors import MfhpoError
 from mfhpo.study.incumbent import RETRAIN_SH
+from mfhpo.study.portable import portable_checkpoint
 from mfhpo.study.rundir import atomic_write_json, atomic_write_text
 
 BUNDLE_FILES = ("config.yaml", "checkpoint.pt", "metrics.json", "manifest.json", "retrain.sh", "README.txt")
@@ -60,7 +61,7 @@ def bundle_training(train_dir: Path, data: Path, study: Optional[Path], out: Pat
     metrics = ck["metrics"]
     budget = ck["budget"]
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
-    (out / "checkpoint.pt").write_bytes((train_dir / "checkpoint.pt").read_bytes())
+    portable_checkpoint(train_dir / "checkpoint.pt", out / "checkpoint.pt")  # without the machine's base_dir
     atomic_write_json(out / "metrics.json", metrics)
     manifest = {
         "kind": "training", "study": yaml.safe_load(Path(study).read_text()).get("name") if study else None,
@@ -72,7 +73,7 @@ def bundle_training(train_dir: Path, data: Path, study: Optional[Path], out: Pat
                    "subset_fraction": float(budget["subset_fraction"]), "init_from_previous": False,
                    "epochs_run": ck.get("epochs_run"), "val": metrics.get("val")}],
         "device": "cpu", "torch_threads": ck.get("torch_threads"),
-        "data": {"train": {"path": data.name, "hash": ds.hash(), "n_structures": len(ds), "elements": ds.elements},
+        "data": {"train": {"file": data.name, "hash": ds.hash(), "n_structures": len(ds), "elements": ds.elements},
                  "split": {"val_fraction": split.get("val_fraction"), "test_fraction": split.get("test_fraction"),
                            "seed": split.get("seed"), "group_key": split.get("group_key"), "max_force": None}},
         "packages": package_versions(),

@@ -38,11 +38,12 @@ import time
 import uuid
 import weakref
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mfhpo.errors import MfhpoError
+from mfhpo.study.security import TLSFiles, credentials_dir, make_security, placeholder_security
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class ClusterConfig(_Strict):
     # --- both ------------------------------------------------------------------------------------
     dashboard_port: int = Field(8787, ge=0, le=65535, description="0 = any free port")
     login_host: Optional[str] = Field(None, description="host for the printed ssh tunnel command")
+    security: Union[Literal["tls", "off"], TLSFiles] = Field(
+        "tls", description="tls: per-run TLS credentials (default); {ca_file, cert, key}; off: plain TCP")
 
     @field_validator("walltime")
     @classmethod
@@ -358,8 +361,9 @@ def jobqueue_kwargs(cfg: ClusterConfig, *, rundir: Optional[Path] = None, job_na
     return kw
 
 
-def job_script(cfg: ClusterConfig, *, rundir: Optional[Path] = None) -> str:
-    """The batch script one worker job would be submitted with (no cluster is started)."""
+def job_script(cfg: ClusterConfig, *, rundir: Optional[Path] = None, base_dir: Optional[Path] = None) -> str:
+    """The batch script one worker job would be submitted with (no cluster is started); ``base_dir``
+    resolves relative certificate files of ``cluster.security``."""
     if not cfg.is_job_cluster:
         raise MfhpoError("cluster.kind: local runs workers on this machine; there is no batch job script")
     _set_dask_config()
@@ -367,8 +371,13 @@ def job_script(cfg: ClusterConfig, *, rundir: Optional[Path] = None) -> str:
     kw = jobqueue_kwargs(cfg, rundir=rundir)
     kw.pop("scheduler_options", None)
     job_cls = cls.job_cls
-    # the Job class renders the script; a placeholder stands in for the scheduler address
-    job = job_cls(scheduler="tcp://SCHEDULER:PORT", name="mfhpo-worker", **kw)
+    # the Job class renders the script; placeholders stand in for the scheduler address and for the
+    # worker's TLS files (written into <rundir>/security when the cluster starts)
+    if cfg.security != "off":
+        kw.update(security=placeholder_security(rundir) if cfg.security == "tls" else make_security(cfg, base_dir),
+                  protocol="tls://")
+    scheme = "tcp" if cfg.security == "off" else "tls"
+    job = job_cls(scheduler=f"{scheme}://SCHEDULER:PORT", name="mfhpo-worker", **kw)
     return job.job_script()
 
 
@@ -389,7 +398,7 @@ def cluster_script_command(study_path: Path) -> None:
         return
     n = f"adaptive {cfg.adaptive.minimum}..{cfg.adaptive.maximum}" if cfg.adaptive else str(cfg.jobs if cfg.jobs is not None else 1)
     print(f"# study {name}: {cfg.kind} job script, one Dask worker (= one trial at a time) per job; jobs: {n}")
-    print(job_script(cfg, rundir=Path("runs") / str(name)))
+    print(job_script(cfg, rundir=Path("runs") / str(name), base_dir=study_path.resolve().parent))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -595,13 +604,33 @@ def tunnel_command(cfg: ClusterConfig, port: Optional[int]) -> Optional[str]:
     return f"ssh -N -L {port}:{target}:{port} {user}@{login}"
 
 
-def _start_local(cfg: ClusterConfig, rundir: Path) -> ClusterHandle:
+class _workers_ignore_sigint:
+    """SIGINT is blocked in this thread while the local cluster's threads and worker processes are
+    created: they inherit the blocked mask (kept across exec), so Ctrl-C in the terminal reaches only
+    the driver, which stops them. A Ctrl-C meanwhile stays pending and is delivered on exit.
+    Workers restarted later ignore it through ``mfhpo.study.worker_setup``."""
+
+    def __enter__(self):
+        self._prev = None
+        if threading.current_thread() is threading.main_thread():
+            self._prev = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        return self
+
+    def __exit__(self, *exc):
+        if self._prev is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._prev)
+
+
+def _start_local(cfg: ClusterConfig, rundir: Path, base_dir: Optional[Path] = None) -> ClusterHandle:
     from distributed import Client, LocalCluster, Nanny
 
     plan = local_worker_plan(cfg)
     local_dir = str(Path(rundir) / "dask-worker-space")
     Path(local_dir).mkdir(parents=True, exist_ok=True)
+    security = make_security(cfg, base_dir)
     cluster = LocalCluster(
+        security=security,
+        protocol="tls://" if security is not None else None,
         n_workers=0,
         processes=True,
         host="127.0.0.1",
@@ -609,6 +638,7 @@ def _start_local(cfg: ClusterConfig, rundir: Path) -> ClusterHandle:
         dashboard_address=f"127.0.0.1:{cfg.dashboard_port}" if cfg.dashboard_port else "127.0.0.1:0",
         local_directory=local_dir,
         resources=worker_resources(False),
+        preload=["mfhpo.study.worker_setup"],  # workers ignore Ctrl-C: the driver stops them
     )
     try:
         # one spec per worker so that each GPU worker sees exactly its own device
@@ -633,7 +663,7 @@ def _start_local(cfg: ClusterConfig, rundir: Path) -> ClusterHandle:
     return ClusterHandle(cfg, cluster, client)
 
 
-def _start_jobs(cfg: ClusterConfig, rundir: Path) -> ClusterHandle:
+def _start_jobs(cfg: ClusterConfig, rundir: Path, base_dir: Optional[Path] = None) -> ClusterHandle:
     from distributed import Client
 
     cls = _jobqueue_class(cfg.kind)
@@ -644,6 +674,11 @@ def _start_jobs(cfg: ClusterConfig, rundir: Path) -> ClusterHandle:
     # a unique job name per cluster: lets close() find every job it ever submitted
     job_name = f"{cfg.job_name}-{uuid.uuid4().hex[:6]}"
     kw = jobqueue_kwargs(cfg, rundir=rundir, job_name=job_name)
+    security = make_security(cfg, base_dir)
+    if security is not None:
+        # dask-jobqueue writes the worker's in-memory credentials into this private folder (0600 files)
+        # and the job script names the files; the scheduler and workers speak tls:// only
+        kw.update(security=security, shared_temp_directory=str(credentials_dir(rundir)))
     log_book: dict[str, Any] = {"submitted": 0, "errors": []}
 
     class _CheckedJob(cls.job_cls):  # records submission outcomes (sbatch/qsub errors are otherwise only logged)
@@ -656,6 +691,7 @@ def _start_jobs(cfg: ClusterConfig, rundir: Path) -> ClusterHandle:
             log_book["submitted"] += 1
 
     kw["job_cls"] = _CheckedJob
+    _quiet_submit_failures(log_book)
     try:
         cluster = cls(**kw)
     except Exception as exc:
@@ -689,6 +725,33 @@ def _start_jobs(cfg: ClusterConfig, rundir: Path) -> ClusterHandle:
     return handle
 
 
+class _SubmitFailureFilter(logging.Filter):
+    """A rejected batch submission reaches the log as tornado's ~30-line traceback of the cluster's
+    state-correction task. Before the first job was accepted ``_start_jobs`` raises its own one-line
+    error, so the record is dropped; later (an adaptive resubmission) it becomes one line."""
+
+    def __init__(self, log_book: dict):
+        super().__init__()
+        self.log_book = log_book
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or "Command exited with non-zero exit code" not in str(exc):
+            return True
+        if not self.log_book.get("submitted"):
+            return False
+        record.msg, record.args, record.exc_info, record.exc_text = (
+            f"worker job submission failed: {_submit_error(exc)}", (), None, None)
+        return True
+
+
+def _quiet_submit_failures(log_book: dict) -> None:
+    logger = logging.getLogger("tornado.application")
+    for f in [f for f in logger.filters if isinstance(f, _SubmitFailureFilter)]:
+        logger.removeFilter(f)
+    logger.addFilter(_SubmitFailureFilter(log_book))
+
+
 def _submit_error(exc: BaseException) -> str:
     """The batch system's own complaint from dask-jobqueue's RuntimeError, on one line."""
     text = str(exc)
@@ -700,15 +763,17 @@ def _submit_error(exc: BaseException) -> str:
     return " ".join(first) if first else type(exc).__name__
 
 
-def start_cluster(cfg: ClusterConfig, rundir: Path) -> ClusterHandle:
+def start_cluster(cfg: ClusterConfig, rundir: Path, base_dir: Optional[Path] = None) -> ClusterHandle:
     """Start the cluster described by ``cfg``; returns at once for job clusters (workers arrive as
-    their jobs start: poll ``n_slots()``), after all workers are up for local clusters."""
+    their jobs start: poll ``n_slots()``), after all workers are up for local clusters. ``base_dir``
+    resolves relative certificate files of ``cluster.security``."""
     rundir = Path(rundir)
     rundir.mkdir(parents=True, exist_ok=True)
     _set_dask_config()
     if cfg.kind == "local":
-        return _start_local(cfg, rundir)
-    return _start_jobs(cfg, rundir)
+        with _workers_ignore_sigint():
+            return _start_local(cfg, rundir, base_dir)
+    return _start_jobs(cfg, rundir, base_dir)
 
 
 def install_signal_handlers() -> None:
@@ -716,14 +781,24 @@ def install_signal_handlers() -> None:
     ``finally: handle.close()`` runs and no worker job is left behind. Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         return
+    try:
+        # importing dask_jobqueue (dask_jobqueue.runner) sets SIGINT to sys.exit(): a Ctrl-C would end the
+        # run with exit code 0 and no word. Import it first so that the handlers below stay in place.
+        import dask_jobqueue  # noqa: F401
+    except ImportError:  # pragma: no cover - a dependency
+        pass
 
     def _raise(signum, frame):
+        from mfhpo.study.failures import silence_dask
+
+        silence_dask()  # the shutdown that follows must not print Dask's tracebacks
         raise KeyboardInterrupt(f"signal {signum}")
 
-    try:
-        signal.signal(signal.SIGTERM, _raise)
-    except (ValueError, OSError):  # pragma: no cover
-        pass
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, _raise)
+        except (ValueError, OSError):  # pragma: no cover
+            pass
 
 
 __all__ = [

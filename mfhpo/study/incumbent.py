@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -23,6 +22,8 @@ import yaml
 
 from mfhpo.errors import MfhpoError
 from mfhpo.study.incumbent_view import print_incumbent_metrics, study_metric
+from mfhpo.study.portable import (bundle_data_name, generated_demo_args, portable, portable_checkpoint,
+                                  portable_study_text)
 from mfhpo.study.rundir import RunDir, atomic_write_json, atomic_write_text, select_incumbent
 
 RTOL = 1e-6
@@ -110,7 +111,7 @@ def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test
     ck = tdir / "checkpoint.pt"
     if not ck.exists():
         raise MfhpoError(f"{tdir}: incumbent trial has no checkpoint.pt (objective without training?)")
-    shutil.copy2(ck, out / "checkpoint.pt")
+    portable_checkpoint(ck, out / "checkpoint.pt")  # no base_dir of this machine
     cfg_dict = inc["config"]
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
     chain = warm_chain(records, inc)
@@ -131,18 +132,19 @@ def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test
             "study": state.get("seed"), "trial": cfg_dict.get("seed"), "split": cfg_dict.get("split", {}).get("seed"),
             "smac": inc.get("smac_seed")},
         "params": inc.get("params"), "chain": chain, "device": dev,
-        "data": prov.get("data"), "packages": prov.get("packages"),
+        "data": portable(prov.get("data")), "packages": prov.get("packages"),
         "selection": "lowest validation cost at the highest budget reached; test metrics are reported only",
     }
     atomic_write_json(out / "manifest.json", manifest)
     # one-command retrain: script + the equivalent mfhpo train commands
     atomic_write_text(out / "retrain.sh", RETRAIN_SH)
-    data = (prov.get("data") or {}).get("train", {})
+    data = manifest["data"]["train"] if manifest["data"] else {}
+    data_name = bundle_data_name(data) if data else "DATA"
     lines = ["# equivalent mfhpo train commands (same chain; data filters of the study: see manifest.json)"]
     prev = None
     for k, step in enumerate(chain):
         o = f"retrain_out/step{k}"
-        cmd = (f"mfhpo train config.yaml --data {data.get('path')} --out {o} --epochs {step['epochs']} "
+        cmd = (f"mfhpo train config.yaml --data {data_name} --out {o} --epochs {step['epochs']} "
                f"--subset {step['subset_fraction']}")
         if prev:
             cmd += f" --init-checkpoint {prev}/checkpoint.pt"
@@ -152,10 +154,11 @@ def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test
     readme = (f"Incumbent of study {state.get('study')}: trial {inc['trial_id']} at budget {inc['budget']:g} "
               f"({inc['epochs']} epochs, subset {inc['subset_fraction']}), cost {inc['cost']:.6g} "
               f"({state.get('metric')}).\nReproduce: bash retrain.sh   (replays {len(chain)} step(s) and compares "
-              f"validation metrics)\nData are referenced by path and hash in manifest.json, never copied.\n")
+              f"validation metrics)\nData are referenced by file name and hash in manifest.json, never copied: put "
+              f"{data_name} next to this file or pass --data PATH.\n")
     if data.get("generated_demo"):
         g = data["generated_demo"]
-        readme += (f"The demo data are generated: mfhpo demo-data {data.get('path')} --n {g['n_structures']} "
+        readme += (f"The demo data are generated: mfhpo demo-data {data_name} --n {g['n_structures']} "
                    f"--seed {g['seed']} (retrain.sh regenerates them when missing).\n")
     atomic_write_text(out / "README.txt", readme)
     study_copy = rd.study_file
@@ -166,10 +169,13 @@ def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test
                      "README.txt"):
             z.write(out / name, name)
         if study_copy.exists():
-            z.write(study_copy, "study.yaml")
+            z.writestr("study.yaml", portable_study_text(study_copy.read_text(), prov.get("data") or {}))
         for step in chain:
             td = rd.trial_dir(step["trial_id"])
-            for name in ("trial.json", "metrics.json", "learning_curve.csv"):
+            if (td / "trial.json").exists():  # paths relative to the run directory, no host name
+                rec = portable(json.loads((td / "trial.json").read_text()), rd.root)
+                z.writestr(f"chain/{step['trial_id']:05d}/trial.json", json.dumps(rec, indent=2) + "\n")
+            for name in ("metrics.json", "learning_curve.csv"):
                 if (td / name).exists():
                     z.write(td / name, f"chain/{step['trial_id']:05d}/{name}")
     tmp.replace(bundle)
@@ -221,12 +227,8 @@ def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Op
     man = json.loads((bundle_dir / "manifest.json").read_text())
     cfg = load_trial_config(bundle_dir / "config.yaml")
     d = man["data"]
-    path = Path(data) if data is not None else Path(d["train"]["path"])
-    if not path.exists() and d["train"].get("generated_demo") and data is None:
-        from mfhpo.demo import write_demo
-
-        g = d["train"]["generated_demo"]
-        write_demo(path, n_structures=g["n_structures"], seed=g["seed"])
+    out = Path(out)
+    path = Path(data) if data is not None else bundle_data_file(bundle_dir, out, d["train"])
     ds = load_study_dataset(str(path), d["split"].get("group_key"), d["split"].get("max_force"))
     if ds.hash() != d["train"]["hash"]:
         print(f"warning: {path} hash {ds.hash()} differs from the study's {d['train']['hash']}", file=sys.stderr)
@@ -240,7 +242,6 @@ def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Op
         os.environ["MFHPO_GMP_SHARE_CHUNKS"] = "1"
         print("bundle predates per-structure featurization: featurizing with shared chunks, as its study did "
               "(reproduces where the study featurized in the same batches)", flush=True)
-    out = Path(out)
     prev = None
     res = None
     for k, step in enumerate(man["chain"]):
@@ -266,6 +267,28 @@ def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Op
         print(f"reproduced: {len([v for v in ref.values() if isinstance(v, (int, float))])} validation metrics match "
               f"(rtol {RTOL}); checkpoint {prev}")
     return report
+
+
+def bundle_data_file(bundle_dir: Path, out: Path, entry: dict) -> Path:
+    """The training data of a bundle without ``--data``: the named file next to the bundle or in the
+    working directory; generated demo data are written into ``out`` (never elsewhere)."""
+    name = bundle_data_name(entry)
+    cands = [Path(bundle_dir) / name, Path.cwd() / name, out / name]
+    if entry.get("path"):  # bundles made before file names: the recorded path, when it exists (read only)
+        cands.append(Path(entry["path"]))
+    for cand in cands:
+        if cand.is_file():
+            return cand
+    if entry.get("generated_demo"):
+        from mfhpo.demo import write_demo
+
+        n, seed = generated_demo_args(entry)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / name
+        write_demo(path, n_structures=n, seed=seed)
+        return path
+    raise MfhpoError(f"{bundle_dir}: data file {name} (hash {entry.get('hash')}) is not next to the bundle or in the "
+                     "working directory; pass --data PATH")
 
 
 def _main(argv: list[str]) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import math
-import os
 import platform
 import sys
 import time
@@ -21,10 +20,14 @@ from typing import Any, Optional
 import yaml
 
 from mfhpo.errors import MfhpoError
+from mfhpo.study.check import check_corners, preflight_data, rounding_note
 from mfhpo.study.config import StudyConfig, load_study
+from mfhpo.study.failures import one_line_failures
 from mfhpo.study.fidelity import budget_to_fidelity, describe as describe_fidelity
+from mfhpo.study.lock import RunLock
 from mfhpo.study.objective import load_study_dataset, now_iso, run_trial
 from mfhpo.study.rundir import FINISHED, RunDir, atomic_write_text, select_incumbent
+from mfhpo.study.security import check_security_files, scheduler_note
 from mfhpo.study.space import (build_space_spec, config_to_flat, default_flat, full_flat, materialize,
                                to_configspace, _max_layers)
 
@@ -117,32 +120,6 @@ def _no_prompt(where: str):
         yield
     finally:
         builtins.input = orig
-
-
-class _Lock:
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        if self.path.exists():
-            try:
-                pid = int(self.path.read_text().split()[0])
-                os.kill(pid, 0)
-                alive = pid != os.getpid()
-            except (ValueError, ProcessLookupError, IndexError):
-                alive = False
-            except PermissionError:
-                alive = True
-            if alive:
-                raise MfhpoError(f"{self.path.parent}: another mfhpo run (pid {pid}) is using this run directory")
-        atomic_write_text(self.path, f"{os.getpid()}\n")
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            self.path.unlink()
-        except OSError:
-            pass
 
 
 class StudyRun:
@@ -454,6 +431,8 @@ class StudyRun:
 
         study, rd = self.study, self.rd
         self.paths = data_paths(study, rd)
+        # data checked (and, on resume, compared with the hashes the study started with) before any worker
+        data_prov = preflight_data(study, self.spec, self.paths, self.state, rd.root)
         self.cache_dir = study.resolve(study.feature_cache) if study.feature_cache else rd.root / "feature_cache"
         # interrupted trials of an earlier run
         n_int = 0
@@ -470,7 +449,7 @@ class StudyRun:
                 "study": study.name, "study_file": str(study.path), "study_hash": study.file_hash(),
                 "optimizer": self.kind, "mode": study.mode, "seed": study.seed, "created_at": now_iso(),
                 "metric": study.metric.describe(), "fidelity": describe_fidelity(study.fidelity),
-                "provenance": {"data": data_provenance(study, self.paths), "packages": package_versions(),
+                "provenance": {"data": data_prov, "packages": package_versions(),
                                "python_executable": sys.executable, "host": platform.node()},
             })
         self.state.setdefault("sessions", []).append({"started_at": now_iso(), "trials_cap": self.trials_cap})
@@ -483,10 +462,15 @@ class StudyRun:
         ccfg = load_cluster_config(study.cluster, source=str(study.path))
         if workers is not None:
             ccfg = ccfg.with_workers(workers)
+        check_security_files(ccfg, study.base_dir, source=str(study.path))
+        note = rounding_note(study.fidelity)
+        if note:
+            self.note(note)
         install_signal_handlers()
         quiet_dask_port_warning()
-        handle = start_cluster(ccfg, rd.root)
+        handle = start_cluster(ccfg, rd.root, base_dir=study.base_dir)
         try:
+            self.note(scheduler_note(handle))
             self.note(f"study {study.name}: optimizer {self.kind}, mode {study.mode}, cost = {study.metric.describe()}")
             self.note(f"run directory {rd.root}; {handle.summary() if hasattr(handle, 'summary') else ''}")
             for line in dask_dashboard_lines(handle, ccfg.dashboard_port):
@@ -534,13 +518,20 @@ def prepare_rundir(study: StudyConfig, rundir: Optional[Path], kind: str) -> Run
 
 
 def run_command(study: Path, *, trials: Optional[int] = None, workers: Optional[int] = None,
-                optimizer: Optional[str] = None, rundir: Optional[Path] = None, progress: bool = True) -> dict:
+                optimizer: Optional[str] = None, rundir: Optional[Path] = None, progress: bool = True,
+                locked: bool = False) -> dict:
+    """Run or resume ``study``. ``locked``: the caller holds the run-directory lock (``mfhpo run`` takes
+    it before importing this module); otherwise it is taken here."""
     cfg = load_study(study)
     kind = optimizer or cfg.optimizer
     if kind not in ("smac-mf", "smac-bo", "random"):
         raise MfhpoError(f"--optimizer: must be smac-mf, smac-bo or random, got {kind!r}")
     if trials is not None and trials < 1:
         raise MfhpoError(f"--trials: must be >= 1, got {trials}")
-    rd = prepare_rundir(cfg, rundir, kind)
-    with _Lock(rd.root / "run.lock"):
-        return StudyRun(cfg, rd, kind, trials, progress).run(workers)
+    # every categorical choice and range end materialised now, before a run directory or cluster exists
+    check_corners(cfg, build_space_spec(cfg, str(cfg.path)))
+    root = Path(rundir) if rundir is not None else Path("runs") / cfg.name
+    with one_line_failures(study, root, rundir=rundir, optimizer=optimizer):
+        with contextlib.nullcontext() if locked else RunLock(root / "run.lock"):
+            rd = prepare_rundir(cfg, rundir, kind)
+            return StudyRun(cfg, rd, kind, trials, progress).run(workers)

@@ -209,7 +209,9 @@ def build_space_spec(study, source: str = "<study>") -> SpaceSpec:
     try:
         materialize(study, spec, default_flat(spec))
     except MfhpoError as exc:
-        raise MfhpoError(f"{source}: {exc}") from None
+        from mfhpo.study.check import default_failure  # names the space key behind the invalid field
+
+        raise MfhpoError(default_failure(spec, source, str(exc))) from None
     return spec
 
 
