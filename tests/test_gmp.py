@@ -299,7 +299,17 @@ def test_cli_errors(tmp_path, capsys):
     code, _ = _cli(["featurize", str(mol), "--setting", str(good), "--out", str(out), "--derivatives"], capsys)
     assert code in (0, None)
     z = np.load(out)
-    assert z["fp_000"].shape == (9, 3) and z["dfp_000"].shape == (9, 3, 9, 3)
+    assert str(z["layout"]) == "sparse" and z["fp_000"].shape == (9, 3)
+    npair = z["pair_i_000"].shape[0]
+    assert z["pair_j_000"].shape == (npair,) and z["dfp_000"].shape == (npair, 3, 3) and npair > 9
+    code, _ = _cli(["featurize", str(mol), "--setting", str(good), "--out", str(out), "--derivatives", "--dense"],
+                   capsys)
+    assert code in (0, None)
+    zd = np.load(out)
+    assert str(zd["layout"]) == "dense" and zd["dfp_000"].shape == (9, 3, 9, 3) and "pair_i_000" not in zd.files
+    assert np.array_equal(zd["dfp_000"][z["pair_i_000"], :, z["pair_j_000"], :], z["dfp_000"])
+    code, err = _cli(["featurize", str(mol), "--setting", str(good), "--out", str(out), "--dense"], capsys)
+    assert code == 2 and "--dense only applies with --derivatives" in err
     cases = []
     cases.append(([str(tmp_path / "missing.xyz")], "missing.xyz: file not found"))
     (tmp_path / "junk.traj").write_bytes(b"\x00\x01garbage")
