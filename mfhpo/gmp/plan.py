@@ -148,12 +148,28 @@ class Plan:
         t = {"device": self.device, "dtype": self.dtype}
         self.A = torch.tensor(A, **t)
         self.MP = torch.tensor(MP, **t)
-        # Amat[(mono, s, r), (s, slot)]: mu from the per-centre sums X = sum_pairs d^mono R_(s, r)
-        Amat = np.zeros((self.nmono, ns, self.nr, ns, nslot))
+        # component sums from per-centre sums X of monomial x radial products, only degree l
+        # monomials with degree l radial functions (radials are sorted by degree): blocks
+        # (l, ra, rb, x0, x1) of X columns (mono, radial, sigma); Xcoef (ns, nx / ns, nslot) maps
+        # the (mono, radial) products of one sigma to its components
+        self.x_blocks, xpos, x0 = [], {}, 0
+        for l in range(self.maxdeg + 1):
+            rs_l = [ri for ri, (ll, _) in enumerate(radial) if ll == l]
+            if not rs_l:
+                continue
+            ra, rb = rs_l[0], rs_l[-1] + 1
+            nm = self.deg_off[l + 1] - self.deg_off[l]
+            for k in range(nm):
+                for ri in range(ra, rb):
+                    xpos[(self.deg_off[l] + k, ri)] = x0 // ns + k * (rb - ra) + (ri - ra)
+            self.x_blocks.append((l, ra, rb, x0, x0 + nm * (rb - ra) * ns))
+            x0 += nm * (rb - ra) * ns
+        self.nx = x0
+        Xcoef = np.zeros((ns, x0 // ns, nslot))
         for ri, g, b0, b1 in self.mu_blocks:
             for k in range(b1 - b0):
-                Amat[self.deg_off[g] + k, np.arange(ns), ri, np.arange(ns), :] = A[:, b0 + k, :]
-        self.Amat = torch.tensor(Amat.reshape(self.nmono * ns * self.nr, ns * nslot), **t)
+                Xcoef[:, xpos[(self.deg_off[g] + k, ri)], :] = A[:, b0 + k, :]
+        self.Xcoef = torch.tensor(Xcoef, **t)
         self._A_np = A
 
     def _radial_tables(self):
@@ -230,13 +246,34 @@ class Plan:
         Scc = np.zeros((ncc, ns * nslot * ncs))  # G (per component entry) -> Gp[s, slot, j]
         for k in range(ncc):
             Scc[k, cc_fi[k] * ncs + col_j[cc_col[k]]] = 1.0
-        # chain-rule matrices as one product each: VP[c, (s, j, x, b)] = (G @ GP)[c, ...] with
+        # chain-rule matrices: VP[c, (s, j, x, b)] = (G @ GP)[c, ...] with
         # GP[k, (s, j, x, b)] = sum_slot Scc[k, (s, slot, j)] MP[s, b, x, slot]; VQ likewise with A
         Sv = Scc.reshape(ncc, ns, nslot, ncs)
         GP = np.einsum("kstj,sbxt->ksjxb", Sv, self.MP.cpu().numpy())
         GQ = np.einsum("kstj,sbt->ksjb", Sv, self._A_np)
-        self.GP = torch.tensor(GP.reshape(ncc, -1), **t)
-        self.GQ = torch.tensor(GQ.reshape(ncc, -1), **t)
+        # GP and GQ are block-sparse: a component entry k feeds one (sigma, column) q = s * ncs + j.
+        # Padded per q to tmax entries (index ncc: a zero column appended to G), the chain rule is
+        # VP[s, c, j] = sum_t G[c, idx[s, j, t]] GPq[s, j, t] (tmax multiply-adds per element of VP
+        # instead of the ncc of a dense G @ GP)
+        nq = ns * ncs
+        members: list[list[int]] = [[] for _ in range(nq)]
+        for k in range(ncc):
+            members[(cc_fi[k] // nslot) * ncs + col_j[cc_col[k]]].append(k)
+        tmax = max(len(m) for m in members)
+        idx = np.full((tmax, nq), ncc, dtype=np.int64)
+        GPr = GP.reshape(ncc, nq, 3 * self.nbp)
+        GQr = GQ.reshape(ncc, nq, self.nbm)
+        GPq = np.zeros((tmax, nq, 3 * self.nbp))
+        GQq = np.zeros((tmax, nq, self.nbm))
+        for q, ks in enumerate(members):
+            for t_, k in enumerate(ks):
+                idx[t_, q] = k
+                GPq[t_, q] = GPr[k, q]
+                GQq[t_, q] = GQr[k, q]
+        self.chain_idx = torch.tensor(idx.reshape(-1), **li)
+        self.chain_t = tmax
+        self.GPq = torch.tensor(GPq.reshape(tmax, ns, 1, ncs, 3 * self.nbp), **t)
+        self.GQq = torch.tensor(GQq.reshape(tmax, ns, 1, ncs, self.nbm), **t)
         flat = [j * ns + si for si, j in zip(col_si, col_j)]  # derivative layout (.., j, s, x)
         self.col_flat = torch.tensor(flat, **li)
         self.col_identity = flat == list(range(ns * ncs))
