@@ -269,6 +269,37 @@ def test_density_channels_cache(tmp_path):
     assert torch.equal(first.fp, again.fp) and torch.equal(first.dfp, again.dfp)
 
 
+@pytest.mark.parametrize("derivatives", [False, True])
+def test_density_channels_one_pass_equals_per_channel(tmp_path, derivatives):
+    """All channels in one pass (shared neighbour pairs and monomials): every channel's block and
+    cache entry is bitwise what featurizing that channel's setting alone gives and stores."""
+    three = _setting(channels=["valence", "count", "period"])
+    subs = three.channel_settings()
+    images = [_slab(), _molecule(), bulk("Pt", "fcc", a=3.9) * (2, 2, 2)]
+    one_pass = FeatureCache(tmp_path / "one")
+    feats = featurize_many(images, three, derivatives=derivatives, cache=one_pass)
+    assert one_pass.writes == 3 * len(images)
+    per_channel = FeatureCache(tmp_path / "per")
+    n = subs[0].nfeat
+    for c, sub in enumerate(subs):
+        alone = featurize_many(images, sub, derivatives=derivatives, cache=per_channel)
+        for atoms, f, g in zip(images, feats, alone):
+            assert torch.equal(f.fp[:, c * n:(c + 1) * n], g.fp)
+            if derivatives:
+                assert torch.equal(f.pair_i, g.pair_i) and torch.equal(f.pair_j, g.pair_j)
+                assert torch.equal(f.dfp[:, c * n:(c + 1) * n], g.dfp)
+            a = one_pass.path(sub, atoms, torch.float64, derivatives)
+            b = per_channel.path(sub, atoms, torch.float64, derivatives)
+            assert a.read_bytes() == b.read_bytes()
+    # a partly cached structure: the missing channel is computed and stored, the result unchanged
+    one_pass.path(subs[1], images[0], torch.float64, derivatives).unlink()
+    cache = FeatureCache(tmp_path / "one")
+    again = featurize_many(images, three, derivatives=derivatives, cache=cache)
+    assert cache.writes == 1 and cache.hits == 3 * len(images) - 1
+    for f, g in zip(feats, again):
+        assert torch.equal(f.fp, g.fp) and (not derivatives or torch.equal(f.dfp, g.dfp))
+
+
 def _cli(argv, capsys):
     from mfhpo.cli import main
 

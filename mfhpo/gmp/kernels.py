@@ -351,14 +351,16 @@ def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor
     return DF, sums
 
 
-def sparse_derivatives(plan: Plan, chunk: Chunk, DF: torch.Tensor, sums: torch.Tensor, ws: Workspace) -> torch.Tensor:
+def sparse_derivatives(plan: Plan, chunk: Chunk, DF: torch.Tensor, sums: torch.Tensor, ws: Workspace,
+                       scratch: bool = False) -> torch.Tensor:
     """Fold padded pairs into the unique (i, j) list: (nupair, ncol, 3) = d fp_i / d r_j.
 
     A pair (i, j, T) adds dF/dd to (i, j) and subtracts it from (i, i) (``d = r_j + T - r_i``).
-    Only the returned tensor is new memory; the temporaries come from the workspace."""
+    Only the returned tensor is new memory (``scratch``: not even that, it is a workspace buffer
+    valid until the next call); the temporaries come from the workspace."""
     ns, ncs = plan.ns, plan.ncs
     W = DF.shape[1]  # DF: pair-major (npad + 1, ncs*ns*3)
-    if plan.col_identity:
+    if plan.col_identity and not scratch:
         out = DF.index_select(0, chunk.first_col)
     else:
         out = torch.index_select(DF, 0, chunk.first_col, out=ws.get("U", (chunk.nupair, W)))
@@ -371,10 +373,32 @@ def sparse_derivatives(plan: Plan, chunk: Chunk, DF: torch.Tensor, sums: torch.T
     return out.view(-1, plan.ncol, 3)
 
 
-def compute_chunk(plan: Plan, chunk: Chunk, derivatives: bool, ws: Workspace):
-    """fp (ncentre, ncol) in chunk order and, with derivatives, dfp (nupair, ncol, 3)."""
+def compute_chunk(plans, chunk: Chunk, derivatives: bool, ws: Workspace):
+    """fp (ncentre, nch*ncol) in chunk order and, with derivatives, dfp (nupair, nch*ncol, 3), for
+    one plan or a list of plans (density channels: same columns and cutoff, different amplitudes).
+
+    Channels share the chunk (neighbour pairs, index tables) and the monomials; each channel then
+    runs exactly the operations a single-channel computation runs, on the same shapes, so its block
+    of the result is bitwise that of the single-channel computation."""
+    if isinstance(plans, Plan):
+        plans = [plans]
+    Dm = monomials(plans[0], chunk.dT, ws)
+    if len(plans) == 1:
+        return _compute_channel(plans[0], chunk, derivatives, ws, Dm, scratch=False)
+    ncol, nch = plans[0].ncol, len(plans)
+    t = {"dtype": plans[0].dtype, "device": plans[0].device}
+    fp = torch.empty((chunk.ncentre, nch * ncol), **t)
+    dfp = torch.empty((chunk.nupair, nch * ncol, 3), **t) if derivatives else None
+    for c, plan in enumerate(plans):
+        f, d = _compute_channel(plan, chunk, derivatives, ws, Dm, scratch=True)
+        fp[:, c * ncol:(c + 1) * ncol] = f
+        if derivatives:
+            dfp[:, c * ncol:(c + 1) * ncol] = d
+    return fp, dfp
+
+
+def _compute_channel(plan: Plan, chunk: Chunk, derivatives: bool, ws: Workspace, Dm: torch.Tensor, scratch: bool):
     R = radial(plan, chunk, derivatives, ws)
-    Dm = monomials(plan, chunk.dT, ws)
     mu = component_sums(plan, chunk, R, Dm)
     F, G = features(plan, mu, need_grad=derivatives)
     fp = torch.empty_like(F)
@@ -382,4 +406,4 @@ def compute_chunk(plan: Plan, chunk: Chunk, derivatives: bool, ws: Workspace):
     if not derivatives:
         return fp, None
     DF, sums = pair_derivatives(plan, chunk, R, Dm, G, ws)
-    return fp, sparse_derivatives(plan, chunk, DF, sums, ws)
+    return fp, sparse_derivatives(plan, chunk, DF, sums, ws, scratch=scratch)
