@@ -220,7 +220,7 @@ def monomials(plan: Plan, dT: torch.Tensor, ws: Workspace) -> torch.Tensor:
 
 def _centre_view(t: torch.Tensor, c0: int, nc: int, nn: int) -> torch.Tensor:
     """Columns c0 .. c0 + nc*nn of a feature-major (..., npad) tensor as (nc, ..., nn)."""
-    v = t[..., c0:c0 + nc * nn].unflatten(-1, (nc, nn))
+    v = t[..., c0:c0 + nc * nn].view(t.shape[:-1] + (nc, nn))
     return v.movedim(-2, 0)
 
 
@@ -294,18 +294,20 @@ def _chain(Gg: torch.Tensor, table: torch.Tensor, out: torch.Tensor) -> torch.Te
     return out
 
 
-def _basis(plan: Plan, blocks, nb: int, Dg: torch.Tensor, Rg: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
-    """Z[s, c, b, k] = d^m(b) R_(s, r(b)) for the blocks (ri, degree, b0, b1) of one basis;
-    Dg (nc, nmono, nn), Rg (ns, nc, nr, nn)."""
+def _basis(plan: Plan, blocks, Dg: torch.Tensor, Rg: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """Z[s, c, b, k] = d^m(b) R_(s, r(b)) for the degree blocks (ra, rb, degree, b0, b1) of one basis
+    (one multiply per degree); Dg (nc, nmono, nn), Rg (ns, nc, nr, nn)."""
     off = plan.deg_off
-    for ri, g, b0, b1 in blocks:
-        torch.mul(Dg[None, :, off[g]:off[g + 1]], Rg[:, :, ri:ri + 1], out=Z[:, :, b0:b1])
+    ns, nc, _, nn = Z.shape
+    for ra, rb, g, b0, b1 in blocks:
+        torch.mul(Dg[None, :, None, off[g]:off[g + 1]], Rg[:, :, ra:rb, None],
+                  out=Z[:, :, b0:b1].view(ns, nc, rb - ra, off[g + 1] - off[g], nn))
     return Z
 
 
 def _sigma_major(t: torch.Tensor, c0: int, nc: int, nn: int) -> torch.Tensor:
     """Columns c0 .. c0 + nc*nn of (nr, ns, npad) as (ns, nc, nr, nn) (a view)."""
-    return t[..., c0:c0 + nc * nn].unflatten(-1, (nc, nn)).permute(1, 2, 0, 3)
+    return t[..., c0:c0 + nc * nn].view(t.shape[:-1] + (nc, nn)).permute(1, 2, 0, 3)
 
 
 def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor, G: torch.Tensor,
@@ -324,7 +326,7 @@ def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor
     Gs = _chain_inputs(plan, G)  # (tmax, ns, ncentre, ncs, 1)
     DFf = ws.get("DFf", (ncs, ns, 3, npad + 1))  # feature-major
     DFf[..., npad] = 0.0  # unique pairs (i, i) without a periodic image read this column
-    sums = torch.zeros((chunk.ncentre, W), dtype=plan.dtype, device=plan.device)
+    sums_t = torch.zeros((W, chunk.ncentre), dtype=plan.dtype, device=plan.device)
     for k0, nc, nn, c0 in chunk.groups:
         if not nn:
             continue
@@ -332,23 +334,23 @@ def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor
         Gg = Gs[:, :, k0:k0 + nc]
         VQ = _chain(Gg, plan.GQq, ws.get("VQ", (ns, nc, ncs, nbm))).view(ns * nc, ncs, nbm)
         Dg = _centre_view(Dm, c0, nc, nn)  # (nc, nmono, nn)
-        ZQ = _basis(plan, plan.mu_blocks, nbm, Dg, _sigma_major(R[1], c0, nc, nn), ws.get("ZQ", (ns, nc, nbm, nn)))
+        ZQ = _basis(plan, plan.mu_deg_blocks, Dg, _sigma_major(R[1], c0, nc, nn), ws.get("ZQ", (ns, nc, nbm, nn)))
         YQ = torch.bmm(VQ, ZQ.view(ns * nc, nbm, nn), out=ws.get("YQ", (ns * nc, ncs, nn)))
         YQ = YQ.view(ns, nc, ncs, 1, nn)
         dg = _centre_view(chunk.dT, c0, nc, nn)[None, :, None]  # (1, nc, 1, 3, nn)
         # DFf columns of the group as (ns, nc, ncs, 3, nn)
-        out = DFf[..., c0:c0 + nc * nn].unflatten(-1, (nc, nn)).permute(1, 3, 0, 2, 4)
+        out = DFf[..., c0:c0 + nc * nn].view(ncs, ns, 3, nc, nn).permute(1, 3, 0, 2, 4)
         if nbp:
             VP = _chain(Gg, plan.GPq, ws.get("VP", (ns, nc, ncs, 3 * nbp))).view(ns * nc, 3 * ncs, nbp)
-            ZP = _basis(plan, plan.p_blocks, nbp, Dg, _sigma_major(R[0], c0, nc, nn), ws.get("ZP", (ns, nc, nbp, nn)))
+            ZP = _basis(plan, plan.p_deg_blocks, Dg, _sigma_major(R[0], c0, nc, nn), ws.get("ZP", (ns, nc, nbp, nn)))
             YP = torch.bmm(VP, ZP.view(ns * nc, nbp, nn), out=ws.get("YP", (ns * nc, 3 * ncs, nn)))
             torch.addcmul(YP.view(ns, nc, ncs, 3, nn), dg, YQ, value=2.0, out=out)
         else:
             torch.mul(dg, YQ, out=out).mul_(2.0)
-        sums[k0:k0 + nc] = DFf.view(W, npad + 1)[:, c0:c0 + nc * nn].unflatten(1, (nc, nn)).sum(-1).t()
+        torch.sum(DFf.view(W, npad + 1)[:, c0:c0 + nc * nn].view(W, nc, nn), -1, out=sums_t[:, k0:k0 + nc])
     DF = ws.get("DF", (npad + 1, W))
     DF.copy_(DFf.view(W, npad + 1).t())  # plain 2-D transpose
-    return DF, sums
+    return DF, sums_t.t()
 
 
 def sparse_derivatives(plan: Plan, chunk: Chunk, DF: torch.Tensor, sums: torch.Tensor, ws: Workspace,

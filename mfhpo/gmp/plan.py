@@ -63,6 +63,19 @@ def _basis_layout(blocks_wanted, mono_blocks):
     return pos, off, out
 
 
+def _merge_degree_blocks(blocks):
+    """Consecutive basis blocks (ri, degree, b0, b1) of one degree as (ra, rb, degree, b0, b1): the
+    products of radials ra..rb-1 with that degree's monomials, radial-major (one multiply each)."""
+    out = []
+    for ri, g, b0, b1 in blocks:
+        if out and out[-1][2] == g and out[-1][1] == ri and out[-1][4] == b0:
+            ra, _, _, c0, _ = out[-1]
+            out[-1] = (ra, ri + 1, g, c0, b1)
+        else:
+            out.append((ri, ri + 1, g, b0, b1))
+    return out
+
+
 class Plan:
     """Constant tables of a setting on one device (float64)."""
 
@@ -134,6 +147,8 @@ class Plan:
         pos_mu, self.nbm, self.mu_blocks = _basis_layout([(ri, l) for ri, (l, _) in enumerate(radial)], mono_blocks)
         pos_p, self.nbp, self.p_blocks = _basis_layout(
             [(ri, l - 1) for ri, (l, _) in enumerate(radial) if l >= 1], mono_blocks)
+        self.mu_deg_blocks = _merge_degree_blocks(self.mu_blocks)
+        self.p_deg_blocks = _merge_degree_blocks(self.p_blocks)
         A = np.zeros((ns, self.nbm, nslot))
         MP = np.zeros((ns, self.nbp, 3, nslot))  # d/dd_x of the monomial part, on the P basis
         for si in range(ns):
