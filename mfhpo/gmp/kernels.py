@@ -230,13 +230,20 @@ def _centre_view(t: torch.Tensor, c0: int, nc: int, nn: int) -> torch.Tensor:
 
 
 def component_sums(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor) -> torch.Tensor:
-    """mu (ncentre, ns*nslot) in group order. Per monomial degree l and group of centres one batched
-    GEMM sums over each centre's pairs the products of the degree-l monomials with the degree-l
+    """mu (ncentre, ns*nslot) in group order. Small settings (``plan.csum_full``): per group one
+    batched GEMM of all monomials with all radial functions, then the full constant map. Otherwise
+    per monomial degree l and group of centres one batched GEMM sums over each centre's pairs the products of the degree-l monomials with the degree-l
     radial functions, X_l = D_l R_l^T (only products the components use); per sigma one GEMM with
     a constant table (plan.Xcoef) gives the components, plus the self term."""
     ns, nc = plan.ns, chunk.ncentre
-    X = torch.zeros((nc, plan.nx), dtype=plan.dtype, device=plan.device)  # blocks (l: mono, radial, sigma)
     R0 = R[0].view(plan.nr * ns, -1)  # rows (radial, sigma)
+    if plan.csum_full:  # small settings: all monomials x all radials, one GEMM per group
+        X = torch.zeros((nc, plan.nmono, plan.nr * ns), dtype=plan.dtype, device=plan.device)
+        for k0, ng, nn, c0 in chunk.groups:
+            if nn:
+                torch.bmm(_centre_view(Dm, c0, ng, nn), _centre_view(R0, c0, ng, nn).transpose(1, 2), out=X[k0:k0 + ng])
+        return torch.addmm(plan.mu_self.index_select(0, chunk.elc), X.view(nc, -1), plan.Afull)
+    X = torch.zeros((nc, plan.nx), dtype=plan.dtype, device=plan.device)  # blocks (l: mono, radial, sigma)
     off = plan.deg_off
     for l, ra, rb, x0, x1 in plan.x_blocks:
         Rl = R0[ra * ns:rb * ns]
