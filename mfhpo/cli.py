@@ -24,15 +24,16 @@ app = typer.Typer(
 def featurize(
     structures: Path = typer.Argument(..., help="ASE-readable file (traj, extxyz, db) or MD17 .npz"),
     setting: Path = typer.Option(..., "--setting", help="AMPTorch-style setting JSON (fp_scheme, fp_params, elements)"),
-    out: Path = typer.Option(..., "--out", help="output .npz (natoms, fp_000, ... [, dfp_000, ...])"),
-    derivatives: bool = typer.Option(False, "--derivatives", help="also write dense d fp / d r"),
+    out: Path = typer.Option(..., "--out", help="output .npz (natoms, layout, fp_000, ... [, pair_i_000, pair_j_000, dfp_000, ...])"),
+    derivatives: bool = typer.Option(False, "--derivatives", help="also write d fp / d r (sparse: per (i, j) pair)"),
+    dense: bool = typer.Option(False, "--dense", help="derivatives as dense (natoms, nfeat, natoms, 3) arrays"),
     dtype: str = typer.Option("float64", help="float64 or float32"),
     device: str = typer.Option("cpu", help="cpu, cuda or auto"),
 ) -> None:
     """Compute GMP fingerprints for every frame of STRUCTURES."""
     from mfhpo.gmp.command import featurize_command
 
-    featurize_command(structures, setting, out, derivatives=derivatives, dtype=dtype, device=device)
+    featurize_command(structures, setting, out, derivatives=derivatives, dtype=dtype, device=device, dense=dense)
 
 
 @app.command("demo-data")

@@ -269,6 +269,37 @@ def test_density_channels_cache(tmp_path):
     assert torch.equal(first.fp, again.fp) and torch.equal(first.dfp, again.dfp)
 
 
+@pytest.mark.parametrize("derivatives", [False, True])
+def test_density_channels_one_pass_equals_per_channel(tmp_path, derivatives):
+    """All channels in one pass (shared neighbour pairs and monomials): every channel's block and
+    cache entry is bitwise what featurizing that channel's setting alone gives and stores."""
+    three = _setting(channels=["valence", "count", "period"])
+    subs = three.channel_settings()
+    images = [_slab(), _molecule(), bulk("Pt", "fcc", a=3.9) * (2, 2, 2)]
+    one_pass = FeatureCache(tmp_path / "one")
+    feats = featurize_many(images, three, derivatives=derivatives, cache=one_pass)
+    assert one_pass.writes == 3 * len(images)
+    per_channel = FeatureCache(tmp_path / "per")
+    n = subs[0].nfeat
+    for c, sub in enumerate(subs):
+        alone = featurize_many(images, sub, derivatives=derivatives, cache=per_channel)
+        for atoms, f, g in zip(images, feats, alone):
+            assert torch.equal(f.fp[:, c * n:(c + 1) * n], g.fp)
+            if derivatives:
+                assert torch.equal(f.pair_i, g.pair_i) and torch.equal(f.pair_j, g.pair_j)
+                assert torch.equal(f.dfp[:, c * n:(c + 1) * n], g.dfp)
+            a = one_pass.path(sub, atoms, torch.float64, derivatives)
+            b = per_channel.path(sub, atoms, torch.float64, derivatives)
+            assert a.read_bytes() == b.read_bytes()
+    # a partly cached structure: the missing channel is computed and stored, the result unchanged
+    one_pass.path(subs[1], images[0], torch.float64, derivatives).unlink()
+    cache = FeatureCache(tmp_path / "one")
+    again = featurize_many(images, three, derivatives=derivatives, cache=cache)
+    assert cache.writes == 1 and cache.hits == 3 * len(images) - 1
+    for f, g in zip(feats, again):
+        assert torch.equal(f.fp, g.fp) and (not derivatives or torch.equal(f.dfp, g.dfp))
+
+
 def _cli(argv, capsys):
     from mfhpo.cli import main
 
@@ -299,7 +330,17 @@ def test_cli_errors(tmp_path, capsys):
     code, _ = _cli(["featurize", str(mol), "--setting", str(good), "--out", str(out), "--derivatives"], capsys)
     assert code in (0, None)
     z = np.load(out)
-    assert z["fp_000"].shape == (9, 3) and z["dfp_000"].shape == (9, 3, 9, 3)
+    assert str(z["layout"]) == "sparse" and z["fp_000"].shape == (9, 3)
+    npair = z["pair_i_000"].shape[0]
+    assert z["pair_j_000"].shape == (npair,) and z["dfp_000"].shape == (npair, 3, 3) and npair > 9
+    code, _ = _cli(["featurize", str(mol), "--setting", str(good), "--out", str(out), "--derivatives", "--dense"],
+                   capsys)
+    assert code in (0, None)
+    zd = np.load(out)
+    assert str(zd["layout"]) == "dense" and zd["dfp_000"].shape == (9, 3, 9, 3) and "pair_i_000" not in zd.files
+    assert np.array_equal(zd["dfp_000"][z["pair_i_000"], :, z["pair_j_000"], :], z["dfp_000"])
+    code, err = _cli(["featurize", str(mol), "--setting", str(good), "--out", str(out), "--dense"], capsys)
+    assert code == 2 and "--dense only applies with --derivatives" in err
     cases = []
     cases.append(([str(tmp_path / "missing.xyz")], "missing.xyz: file not found"))
     (tmp_path / "junk.traj").write_bytes(b"\x00\x01garbage")

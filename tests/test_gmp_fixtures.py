@@ -127,3 +127,35 @@ def test_ordernorm_rotation_invariant_on_aspirin():
     a = featurize(asp[0], setting).fp.numpy()
     b = featurize(images[0], setting).fp.numpy()
     assert np.abs(a - b).max() <= 1e-10 * np.abs(a).max()
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
+def test_featurize_command_files_match_amptorch(tmp_path, dense):
+    """``mfhpo featurize --derivatives`` files, in either layout, against the fixtures' dense dfp."""
+    from mfhpo.gmp.command import dense_from_file, featurize_command
+
+    root = shared_path("fixtures", "gmp")
+    for set_ in ("oc20_10", "aspirin_5"):
+        setting, images, ref, _ = _load("a_seed", set_)
+        out = featurize_command(root / "structures" / f"{set_}.traj", root / "a_seed" / "setting.json",
+                                tmp_path / f"{set_}.npz", derivatives=True, dense=dense)
+        z = np.load(out)
+        assert str(z["layout"]) == ("dense" if dense else "sparse")
+        assert z["natoms"].tolist() == [len(a) for a in images]
+        checked = 0
+        for k in range(len(images)):
+            key = f"fp_shifted_{k:03d}" if f"fp_shifted_{k:03d}" in ref.files else f"fp_{k:03d}"
+            want = ref[key]
+            assert (np.abs(z[f"fp_{k:03d}"] - want) / np.maximum(np.abs(want).max(0), 1e-300)).max() <= 1e-8
+            if dense:
+                assert z[f"dfp_{k:03d}"].shape == (len(images[k]), setting.nfeat, len(images[k]), 3)
+            else:
+                assert z[f"dfp_{k:03d}"].shape == (len(z[f"pair_i_{k:03d}"]), setting.nfeat, 3)
+            if f"dfp_{k:03d}" not in ref.files:
+                continue
+            dwant = ref[f"dfp_{k:03d}"]
+            dcol = np.maximum(np.abs(dwant).max(axis=(0, 2, 3)), 1e-300)[None, :, None, None]
+            assert (np.abs(dense_from_file(z, k) - dwant) / dcol).max() <= 1e-6
+            checked += 1
+        assert checked > 0

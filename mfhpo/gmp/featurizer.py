@@ -172,39 +172,52 @@ def featurize_many(images: Sequence[Atoms], setting: GMPSetting, derivatives: bo
             raise MfhpoError("dtype must be float64 or float32")
     dev = _resolve_device(device)
     images = list(images)
-    if len(setting.channels) > 1:
-        per_channel = [featurize_many(images, sub, derivatives=derivatives, dtype=dtype, device=dev, cache=cache,
-                                      progress=progress, source=f"{source} [{name}]")
-                       for sub, name in zip(setting.channel_settings(), setting.channels)]
-        return [_concat_channels(parts) for parts in zip(*per_channel)]
+    # density channels differ only in per-element amplitudes: one pass computes all of them (shared
+    # neighbour pairs, index tables and monomials); each channel is cached on its own, under its
+    # single-channel setting, with exactly the bytes a single-channel computation stores
+    subs = setting.channel_settings()
     results: list[Features | None] = [None] * len(images)
     todo = list(range(len(images)))
+    missing: dict = {}  # image -> channels without a cache entry
     if cache is not None:
         todo = []
         for k, atoms in enumerate(images):
-            f = cache.get(setting, atoms, dtype, derivatives)
-            if f is None:
+            parts = [cache.get(sub, atoms, dtype, derivatives) for sub in subs]
+            if any(p is None for p in parts):
                 todo.append(k)
-            else:
-                results[k] = f if dev.type == "cpu" else f.to(device=dev)  # cache entries are on the CPU
+                missing[k] = [c for c, p in enumerate(parts) if p is None]
+                continue
+            f = parts[0] if len(parts) == 1 else _concat_channels(parts)
+            results[k] = f if dev.type == "cpu" else f.to(device=dev)  # cache entries are on the CPU
     if todo:
         # always computed in float64 (density fits mix large terms of opposite sign), then cast
-        plan = get_plan(setting, dev)
-        budget = _chunk_pairs(plan, derivatives)
+        plans = [get_plan(sub, dev) for sub in subs]
+        budget = _chunk_pairs(plans[0], derivatives)
         if os.environ.get("MFHPO_GMP_CHUNK_PAIRS"):  # tuning only
             budget = int(os.environ["MFHPO_GMP_CHUNK_PAIRS"])
         bar = _Progress(len(todo), progress)
+        ncol = plans[0].ncol
         try:
-            for idx, feats in _run(plan, images, todo, derivatives, budget, source):
+            for idx, feats in _run(plans, images, todo, derivatives, budget, source):
                 if dtype != torch.float64:
                     feats = feats.to(dtype=dtype)
                 results[idx] = feats
                 if cache is not None:
-                    cache.put(setting, images[idx], dtype, derivatives, feats)
+                    for c in missing[idx]:
+                        part = feats if len(subs) == 1 else _channel_block(feats, c, ncol)
+                        cache.put(subs[c], images[idx], dtype, derivatives, part)
                 bar.advance()
         finally:
             bar.close()
     return results  # type: ignore[return-value]
+
+
+def _channel_block(f: Features, c: int, ncol: int) -> Features:
+    """Channel ``c``'s columns of a multi-channel result (views)."""
+    sl = slice(c * ncol, (c + 1) * ncol)
+    if f.dfp is None:
+        return Features(f.fp[:, sl])
+    return Features(f.fp[:, sl], f.pair_i, f.pair_j, f.dfp[:, sl])
 
 
 def _concat_channels(parts: Sequence[Features]) -> Features:
@@ -238,7 +251,7 @@ class _Progress:
             self.p.stop()
 
 
-def _run(plan: Plan, images, todo, derivatives: bool, budget: int, source: str):
+def _run(plans: list[Plan], images, todo, derivatives: bool, budget: int, source: str):
     """Yield (image index, Features) in order, computing chunk by chunk (chunks of about ``budget``
     pairs; a large structure is split by centres).
 
@@ -248,6 +261,7 @@ def _run(plan: Plan, images, todo, derivatives: bool, budget: int, source: str):
     amplifies such differences, so features cached by a study's low-budget trials would differ from
     a bundle retrain's fresh ones. On CUDA small structures share chunks (speed; CUDA training is
     not bitwise reproducible anyway)."""
+    plan = plans[0]  # device, cutoff, elements: the same for every channel
     dev = plan.device
     # MFHPO_GMP_SHARE_CHUNKS=1: benchmarks and retrains of bundles made before per-structure chunks
     share_chunks = dev.type != "cpu" or os.environ.get("MFHPO_GMP_SHARE_CHUNKS") == "1"
@@ -261,7 +275,7 @@ def _run(plan: Plan, images, todo, derivatives: bool, budget: int, source: str):
         if not pending:
             return []
         chunk = kernels.prepare_chunk(plan, pending, derivatives)
-        fp, dfp = kernels.compute_chunk(plan, chunk, derivatives, ws)
+        fp, dfp = kernels.compute_chunk(plans, chunk, derivatives, ws)
         done = []
         # a structure computed in one piece gets views of the chunk's output (no copy: the chunk's
         # output buffers hold exactly its structures' results); split structures are concatenated

@@ -162,11 +162,13 @@ def prepare_chunk(plan: Plan, pieces, derivatives: bool) -> Chunk:
 
 
 def radial(plan: Plan, chunk: Chunk, deriv: bool, ws: Workspace) -> torch.Tensor:
-    """Radial functions in padded order, part-major: (P, ns, nr, npad) with P = 2 ([R, R']) when
-    ``deriv`` else 1.
+    """Radial functions in padded order, part-major then radial-major: (P, nr, ns, npad) with P = 2
+    ([R, R']) when ``deriv`` else 1 (radial-major: the radial functions of one degree are one
+    contiguous block of rows).
 
     One exp per (pair, density Gaussian, sigma); the sums over Gaussians are one batched GEMM per
-    neighbour element (batch = sigma), written feature-major into the element-sorted buffer."""
+    neighbour element (batch = sigma), written feature-major into the element-sorted buffer; the
+    gather into the padded layout also reorders (sigma, radial) to (radial, sigma)."""
     ns, nr = plan.ns, plan.nr
     P = 2 if deriv else 1
     dsq = chunk.dsq_sorted
@@ -181,10 +183,9 @@ def radial(plan: Plan, chunk: Chunk, deriv: bool, ws: Workspace) -> torch.Tensor
             torch.bmm(plan.WT[e][:, part * nr:(part + 1) * nr], E, out=Rs[part, :, :, p0:p0 + cnt])
     if plan.cosine:
         _apply_cosine(plan, Rs[..., :npair], dsq, deriv)
-    Rs = Rs.view(P * ns * nr, npair + 1)
-    R = ws.get("R", (P * ns * nr, chunk.npad))
-    torch.gather(Rs, 1, chunk.src.expand(P * ns * nr, -1), out=R)
-    return R.view(P, ns, nr, chunk.npad)
+    R = ws.get("R", (P, nr, ns, chunk.npad))
+    torch.gather(Rs.transpose(1, 2), 3, chunk.src.expand(P, nr, ns, -1), out=R)
+    return R
 
 
 def _apply_cosine(plan: Plan, Rv: torch.Tensor, dsq: torch.Tensor, deriv: bool) -> None:
@@ -219,7 +220,7 @@ def monomials(plan: Plan, dT: torch.Tensor, ws: Workspace) -> torch.Tensor:
 
 def _centre_view(t: torch.Tensor, c0: int, nc: int, nn: int) -> torch.Tensor:
     """Columns c0 .. c0 + nc*nn of a feature-major (..., npad) tensor as (nc, ..., nn)."""
-    v = t[..., c0:c0 + nc * nn].unflatten(-1, (nc, nn))
+    v = t[..., c0:c0 + nc * nn].view(t.shape[:-1] + (nc, nn))
     return v.movedim(-2, 0)
 
 
@@ -229,16 +230,32 @@ def _centre_view(t: torch.Tensor, c0: int, nc: int, nn: int) -> torch.Tensor:
 
 
 def component_sums(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor) -> torch.Tensor:
-    """mu (ncentre, ns*nslot) in group order: X_c = D_c R_c^T (monomials x radial functions, summed
-    over the centre's pairs; one batched GEMM per group), then a constant matrix, plus the self term."""
-    ns, nr = plan.ns, plan.nr
-    X = torch.zeros((chunk.ncentre, plan.nmono, ns * nr), dtype=plan.dtype, device=plan.device)
-    R0 = R[0].reshape(ns * nr, -1)  # (ns*nr, npad)
-    for k0, nc, nn, c0 in chunk.groups:
-        if nn:
-            torch.bmm(_centre_view(Dm, c0, nc, nn), _centre_view(R0, c0, nc, nn).transpose(1, 2),
-                      out=X[k0:k0 + nc])
-    return torch.addmm(plan.mu_self.index_select(0, chunk.elc), X.view(chunk.ncentre, -1), plan.Amat)
+    """mu (ncentre, ns*nslot) in group order. Small settings (``plan.csum_full``): per group one
+    batched GEMM of all monomials with all radial functions, then the full constant map. Otherwise
+    per monomial degree l and group of centres one batched GEMM sums over each centre's pairs the products of the degree-l monomials with the degree-l
+    radial functions, X_l = D_l R_l^T (only products the components use); per sigma one GEMM with
+    a constant table (plan.Xcoef) gives the components, plus the self term."""
+    ns, nc = plan.ns, chunk.ncentre
+    R0 = R[0].view(plan.nr * ns, -1)  # rows (radial, sigma)
+    if plan.csum_full:  # small settings: all monomials x all radials, one GEMM per group
+        X = torch.zeros((nc, plan.nmono, plan.nr * ns), dtype=plan.dtype, device=plan.device)
+        for k0, ng, nn, c0 in chunk.groups:
+            if nn:
+                torch.bmm(_centre_view(Dm, c0, ng, nn), _centre_view(R0, c0, ng, nn).transpose(1, 2), out=X[k0:k0 + ng])
+        return torch.addmm(plan.mu_self.index_select(0, chunk.elc), X.view(nc, -1), plan.Afull)
+    X = torch.zeros((nc, plan.nx), dtype=plan.dtype, device=plan.device)  # blocks (l: mono, radial, sigma)
+    off = plan.deg_off
+    for l, ra, rb, x0, x1 in plan.x_blocks:
+        Rl = R0[ra * ns:rb * ns]
+        Xl = X[:, x0:x1].view(nc, off[l + 1] - off[l], (rb - ra) * ns)
+        for k0, ng, nn, c0 in chunk.groups:
+            if nn:
+                torch.bmm(_centre_view(Dm[off[l]:off[l + 1]], c0, ng, nn), _centre_view(Rl, c0, ng, nn).transpose(1, 2),
+                          out=Xl[k0:k0 + ng])
+    # X columns (x, sigma) -> per sigma (ns, nc, nx / ns) @ (ns, nx / ns, nslot)
+    Xs = X.view(nc, plan.nx // ns, ns).permute(2, 0, 1)
+    mu = torch.bmm(Xs, plan.Xcoef).transpose(0, 1).reshape(nc, ns * plan.nslot)
+    return mu.add_(plan.mu_self.index_select(0, chunk.elc))
 
 
 def features(plan: Plan, mu: torch.Tensor, need_grad: bool):
@@ -267,21 +284,37 @@ def features(plan: Plan, mu: torch.Tensor, need_grad: bool):
 # --------------------------------------------------------------------------------------------
 
 
-def _chain_matrices(plan: Plan, G: torch.Tensor):
-    """Per (centre, sigma) chain-rule matrices: VP (nc*ns, 3*ncs, nbp) on the P basis and
-    VQ (nc*ns, ncs, nbm) on the Q basis, rows (column j, xyz) resp. j."""
+def _chain_inputs(plan: Plan, G: torch.Tensor) -> torch.Tensor:
+    """dF/dmu entries per (pad slot t, sigma, centre, column j): (tmax, ns, nc, ncs, 1), the
+    factors of the chain rule (:func:`_chain`)."""
     nc, ns, ncs = G.shape[0], plan.ns, plan.ncs
-    VP = (G @ plan.GP).view(nc * ns, 3 * ncs, plan.nbp)
-    VQ = (G @ plan.GQ).view(nc * ns, ncs, plan.nbm)
-    return VP, VQ
+    Gt = torch.cat([G.t(), G.new_zeros((1, nc))])  # (ncc + 1, nc): the last row is the padding entry
+    Gq = Gt.index_select(0, plan.chain_idx).view(plan.chain_t, ns, ncs, nc).transpose(2, 3)
+    return Gq.contiguous().unsqueeze(-1)
 
 
-def _basis(plan: Plan, blocks, nb: int, Dg: torch.Tensor, Rg: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
-    """Z[c, s, b, k] = d^m(b) R_(s, r(b)) for the blocks (ri, degree, b0, b1) of one basis."""
+def _chain(Gg: torch.Tensor, table: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out[s, c, j, :] = sum_t Gg[t, s, c, j] table[t, s, j, :] (a few multiply-adds per element)."""
+    torch.mul(Gg[0], table[0], out=out)
+    for t in range(1, Gg.shape[0]):
+        out.addcmul_(Gg[t], table[t])
+    return out
+
+
+def _basis(plan: Plan, blocks, Dg: torch.Tensor, Rg: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """Z[s, c, b, k] = d^m(b) R_(s, r(b)) for the degree blocks (ra, rb, degree, b0, b1) of one basis
+    (one multiply per degree); Dg (nc, nmono, nn), Rg (ns, nc, nr, nn)."""
     off = plan.deg_off
-    for ri, g, b0, b1 in blocks:
-        torch.mul(Dg[:, None, off[g]:off[g + 1]], Rg[:, :, ri:ri + 1], out=Z[:, :, b0:b1])
+    ns, nc, _, nn = Z.shape
+    for ra, rb, g, b0, b1 in blocks:
+        torch.mul(Dg[None, :, None, off[g]:off[g + 1]], Rg[:, :, ra:rb, None],
+                  out=Z[:, :, b0:b1].view(ns, nc, rb - ra, off[g + 1] - off[g], nn))
     return Z
+
+
+def _sigma_major(t: torch.Tensor, c0: int, nc: int, nn: int) -> torch.Tensor:
+    """Columns c0 .. c0 + nc*nn of (nr, ns, npad) as (ns, nc, nr, nn) (a view)."""
+    return t[..., c0:c0 + nc * nn].view(t.shape[:-1] + (nc, nn)).permute(1, 2, 0, 3)
 
 
 def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor, G: torch.Tensor,
@@ -297,40 +330,46 @@ def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor
     ns, ncs, npad = plan.ns, plan.ncs, chunk.npad
     nbp, nbm = plan.nbp, plan.nbm
     W = ncs * ns * 3
-    VP, VQ = _chain_matrices(plan, G)
+    Gs = _chain_inputs(plan, G)  # (tmax, ns, ncentre, ncs, 1)
     DFf = ws.get("DFf", (ncs, ns, 3, npad + 1))  # feature-major
     DFf[..., npad] = 0.0  # unique pairs (i, i) without a periodic image read this column
-    sums = torch.zeros((chunk.ncentre, W), dtype=plan.dtype, device=plan.device)
+    sums_t = torch.zeros((W, chunk.ncentre), dtype=plan.dtype, device=plan.device)
     for k0, nc, nn, c0 in chunk.groups:
         if not nn:
             continue
-        b = slice(k0 * ns, (k0 + nc) * ns)
+        # batches are (sigma, centre): the per-sigma chain-rule GEMMs write VP / VQ in that order
+        Gg = Gs[:, :, k0:k0 + nc]
+        VQ = _chain(Gg, plan.GQq, ws.get("VQ", (ns, nc, ncs, nbm))).view(ns * nc, ncs, nbm)
         Dg = _centre_view(Dm, c0, nc, nn)  # (nc, nmono, nn)
-        ZQ = _basis(plan, plan.mu_blocks, nbm, Dg, _centre_view(R[1], c0, nc, nn), ws.get("ZQ", (nc, ns, nbm, nn)))
-        YQ = torch.bmm(VQ[b], ZQ.view(nc * ns, nbm, nn), out=ws.get("YQ", (nc * ns, ncs, nn)))
-        YQ = YQ.view(nc, ns, ncs, 1, nn)
-        dg = _centre_view(chunk.dT, c0, nc, nn)[:, None, None]  # (nc, 1, 1, 3, nn)
-        out = _centre_view(DFf[..., :npad], c0, nc, nn).permute(0, 2, 1, 3, 4)  # (nc, ns, ncs, 3, nn)
+        ZQ = _basis(plan, plan.mu_deg_blocks, Dg, _sigma_major(R[1], c0, nc, nn), ws.get("ZQ", (ns, nc, nbm, nn)))
+        YQ = torch.bmm(VQ, ZQ.view(ns * nc, nbm, nn), out=ws.get("YQ", (ns * nc, ncs, nn)))
+        YQ = YQ.view(ns, nc, ncs, 1, nn)
+        dg = _centre_view(chunk.dT, c0, nc, nn)[None, :, None]  # (1, nc, 1, 3, nn)
+        # DFf columns of the group as (ns, nc, ncs, 3, nn)
+        out = DFf[..., c0:c0 + nc * nn].view(ncs, ns, 3, nc, nn).permute(1, 3, 0, 2, 4)
         if nbp:
-            ZP = _basis(plan, plan.p_blocks, nbp, Dg, _centre_view(R[0], c0, nc, nn), ws.get("ZP", (nc, ns, nbp, nn)))
-            YP = torch.bmm(VP[b], ZP.view(nc * ns, nbp, nn), out=ws.get("YP", (nc * ns, 3 * ncs, nn)))
-            torch.addcmul(YP.view(nc, ns, ncs, 3, nn), dg, YQ, value=2.0, out=out)
+            VP = _chain(Gg, plan.GPq, ws.get("VP", (ns, nc, ncs, 3 * nbp))).view(ns * nc, 3 * ncs, nbp)
+            ZP = _basis(plan, plan.p_deg_blocks, Dg, _sigma_major(R[0], c0, nc, nn), ws.get("ZP", (ns, nc, nbp, nn)))
+            YP = torch.bmm(VP, ZP.view(ns * nc, nbp, nn), out=ws.get("YP", (ns * nc, 3 * ncs, nn)))
+            torch.addcmul(YP.view(ns, nc, ncs, 3, nn), dg, YQ, value=2.0, out=out)
         else:
             torch.mul(dg, YQ, out=out).mul_(2.0)
-        sums[k0:k0 + nc] = DFf.view(W, npad + 1)[:, c0:c0 + nc * nn].unflatten(1, (nc, nn)).sum(-1).t()
+        torch.sum(DFf.view(W, npad + 1)[:, c0:c0 + nc * nn].view(W, nc, nn), -1, out=sums_t[:, k0:k0 + nc])
     DF = ws.get("DF", (npad + 1, W))
     DF.copy_(DFf.view(W, npad + 1).t())  # plain 2-D transpose
-    return DF, sums
+    return DF, sums_t.t()
 
 
-def sparse_derivatives(plan: Plan, chunk: Chunk, DF: torch.Tensor, sums: torch.Tensor, ws: Workspace) -> torch.Tensor:
+def sparse_derivatives(plan: Plan, chunk: Chunk, DF: torch.Tensor, sums: torch.Tensor, ws: Workspace,
+                       scratch: bool = False) -> torch.Tensor:
     """Fold padded pairs into the unique (i, j) list: (nupair, ncol, 3) = d fp_i / d r_j.
 
     A pair (i, j, T) adds dF/dd to (i, j) and subtracts it from (i, i) (``d = r_j + T - r_i``).
-    Only the returned tensor is new memory; the temporaries come from the workspace."""
+    Only the returned tensor is new memory (``scratch``: not even that, it is a workspace buffer
+    valid until the next call); the temporaries come from the workspace."""
     ns, ncs = plan.ns, plan.ncs
     W = DF.shape[1]  # DF: pair-major (npad + 1, ncs*ns*3)
-    if plan.col_identity:
+    if plan.col_identity and not scratch:
         out = DF.index_select(0, chunk.first_col)
     else:
         out = torch.index_select(DF, 0, chunk.first_col, out=ws.get("U", (chunk.nupair, W)))
@@ -343,10 +382,32 @@ def sparse_derivatives(plan: Plan, chunk: Chunk, DF: torch.Tensor, sums: torch.T
     return out.view(-1, plan.ncol, 3)
 
 
-def compute_chunk(plan: Plan, chunk: Chunk, derivatives: bool, ws: Workspace):
-    """fp (ncentre, ncol) in chunk order and, with derivatives, dfp (nupair, ncol, 3)."""
+def compute_chunk(plans, chunk: Chunk, derivatives: bool, ws: Workspace):
+    """fp (ncentre, nch*ncol) in chunk order and, with derivatives, dfp (nupair, nch*ncol, 3), for
+    one plan or a list of plans (density channels: same columns and cutoff, different amplitudes).
+
+    Channels share the chunk (neighbour pairs, index tables) and the monomials; each channel then
+    runs exactly the operations a single-channel computation runs, on the same shapes, so its block
+    of the result is bitwise that of the single-channel computation."""
+    if isinstance(plans, Plan):
+        plans = [plans]
+    Dm = monomials(plans[0], chunk.dT, ws)
+    if len(plans) == 1:
+        return _compute_channel(plans[0], chunk, derivatives, ws, Dm, scratch=False)
+    ncol, nch = plans[0].ncol, len(plans)
+    t = {"dtype": plans[0].dtype, "device": plans[0].device}
+    fp = torch.empty((chunk.ncentre, nch * ncol), **t)
+    dfp = torch.empty((chunk.nupair, nch * ncol, 3), **t) if derivatives else None
+    for c, plan in enumerate(plans):
+        f, d = _compute_channel(plan, chunk, derivatives, ws, Dm, scratch=True)
+        fp[:, c * ncol:(c + 1) * ncol] = f
+        if derivatives:
+            dfp[:, c * ncol:(c + 1) * ncol] = d
+    return fp, dfp
+
+
+def _compute_channel(plan: Plan, chunk: Chunk, derivatives: bool, ws: Workspace, Dm: torch.Tensor, scratch: bool):
     R = radial(plan, chunk, derivatives, ws)
-    Dm = monomials(plan, chunk.dT, ws)
     mu = component_sums(plan, chunk, R, Dm)
     F, G = features(plan, mu, need_grad=derivatives)
     fp = torch.empty_like(F)
@@ -354,4 +415,4 @@ def compute_chunk(plan: Plan, chunk: Chunk, derivatives: bool, ws: Workspace):
     if not derivatives:
         return fp, None
     DF, sums = pair_derivatives(plan, chunk, R, Dm, G, ws)
-    return fp, sparse_derivatives(plan, chunk, DF, sums, ws)
+    return fp, sparse_derivatives(plan, chunk, DF, sums, ws, scratch=scratch)

@@ -32,7 +32,7 @@ from mfhpo.gmp.densities import (
 )
 
 # bump when the numerical definition changes (invalidates caches)
-DEFINITION_VERSION = "mfhpo-gmp-1"
+DEFINITION_VERSION = "mfhpo-gmp-2"  # 2: per-sigma component sums and chain rule (last-bit changes)
 
 GMP_GROUPS = {n: list(range(1, mcsh.n_groups(n) + 1)) for n in range(mcsh.GMP_MAX_ORDER + 1)}
 
