@@ -4,7 +4,7 @@ molecules: CPU time per atom against shared chunks (the earlier batching), measu
     python benchmarks/featurize_molecules.py [--data PATH] [--n N] [--repeats R]
 
 Default data: the shared rMD17 aspirin frames (21 atoms); descriptor: gmpordernorm orders 0-3,
-10 sigmas 0.23-2.57 A, 7.7 A cutoff (the session-5 aspirin incumbent's, one channel).
+10 sigmas 0.23-2.57 A, 7.7 A cutoff (the md17_aspirin_cpu2 incumbent's of 2026-11-22, one channel).
 """
 
 from __future__ import annotations

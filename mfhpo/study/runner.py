@@ -452,7 +452,7 @@ class StudyRun:
                 "provenance": {"data": data_prov, "packages": package_versions(),
                                "python_executable": sys.executable, "host": platform.node()},
             })
-        self.state.setdefault("sessions", []).append({"started_at": now_iso(), "trials_cap": self.trials_cap})
+        self.state.setdefault("invocations", []).append({"started_at": now_iso(), "trials_cap": self.trials_cap})
         self.save_state(force=True)
         done = self.exhausted()
         if done:
@@ -491,7 +491,7 @@ class StudyRun:
             handle.close()
         rd.write_table(self.records.values())
         inc = select_incumbent(self.records.values())
-        self.state["sessions"][-1]["finished_at"] = now_iso()
+        self.state["invocations"][-1]["finished_at"] = now_iso()
         self.save_state(force=True)
         self.note(f"done: {self.n_finished()} trials; incumbent: "
                   + (f"trial {inc['trial_id']} (budget {inc['budget']:g}, cost {inc['cost']:.5g})" if inc else "none"))
