@@ -139,7 +139,7 @@ def test_report_on_two_demo_like_studies_via_cli(tmp_path, capsys):
     html = _check_report(out, 11)
     names = {f.name for f in (out / "figures").glob("*.png")}
     for study in ("oc20-like", "aspirin-like"):
-        for kind in ("progress", "budgets", "learning_curves", "configurations", "importance"):
+        for kind in ("progress", "budgets", "learning_curves", "energy_force_front", "configurations", "importance"):
             assert f"{study}_{kind}.png" in names
     assert "all_studies_progress.png" in names
     # incumbent numbers straight from the trial table, next to baselines and units
@@ -268,3 +268,12 @@ def test_compute_to_match_lists_only_pairs_of_different_optimizers(tmp_path):
     without_random = studies[:3]
     pairs = {(a.name, b.name) for a, b in tables.meaningful_pairs(without_random)}
     assert pairs == {("mf", "bo"), ("bo", "mf"), ("mf2", "bo"), ("bo", "mf2")}  # never two smac-mf runs
+
+
+def test_pareto_front_keeps_exactly_the_undominated_points():
+    from mfhpo.report.figures import pareto_front
+
+    e = np.array([1.0, 2.0, 3.0, 1.5, 2.5, 1.0])
+    f = np.array([5.0, 2.0, 1.0, 4.0, 3.0, 6.0])
+    # (2.5, 3) is dominated by (2, 2); (1, 6) by (1, 5); the rest trade energy for force
+    assert pareto_front(e, f).tolist() == [0, 3, 1, 2]

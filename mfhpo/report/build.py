@@ -122,6 +122,7 @@ def _study_section(study: Study, slug: str, w: Writer) -> tuple[Section, object]
     fig(figures.budgets, "budgets", "Trials per budget and Hyperband promotions")
     add(Block("table", title="Rungs", table=tables.rung_table(study)))
     fig(figures.learning_curves, "learning_curves", "Learning curves of the top configurations")
+    fig(figures.energy_force_front, "energy_force_front", "Energy vs force error: the Pareto front of the top budget")
     top = tables.top_table(study)
     if top is not None:
         add(Block("table", title="Top trials", table=top))

@@ -105,6 +105,54 @@ def progress(study: Study) -> plt.Figure | None:
     return fig
 
 
+def pareto_front(energy: np.ndarray, force: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats in both coordinates (lower is better), by energy."""
+    order = np.lexsort((force, energy))
+    front, best_f = [], np.inf
+    for i in order:
+        if force[i] < best_f:
+            front.append(i)
+            best_f = force[i]
+    return np.asarray(front, dtype=int)
+
+
+def energy_force_front(study: Study) -> plt.Figure | None:
+    """Validation energy vs force error of the trials at the highest budget reached, with their
+    Pareto front, the incumbent and both baselines: where the cost's weighting puts the chosen model."""
+    m = study.spec.get("metric") if isinstance(study.spec.get("metric"), dict) else {}
+    ecol = f"val_{m.get('energy', 'energy_mae_per_atom')}"
+    fcol = f"val_{m.get('forces') or 'force_mae_free'}"
+    ok = study.ok
+    if ok.empty or ecol not in ok or fcol not in ok:
+        return None
+    top = ok[ok["budget"] == ok["budget"].max()]
+    e, f = top[ecol].astype(float).to_numpy(), top[fcol].astype(float).to_numpy()
+    good = np.isfinite(e) & np.isfinite(f)
+    if good.sum() < 2:
+        return None
+    top, e, f = top[good], e[good], f[good]
+    fig, ax = plt.subplots(figsize=(8, 5.2), constrained_layout=True)
+    ax.scatter(e, f, s=22, color="0.6", label=f"trials at budget {top['budget'].max():g}")
+    front = pareto_front(e, f)
+    ax.plot(e[front], f[front], "o-", color="tab:blue", ms=6, lw=1.5, label="Pareto front")
+    inc = study.incumbent()
+    if inc is not None and ecol in inc.index and fcol in inc.index:
+        ax.plot(float(inc[ecol]), float(inc[fcol]), "*", ms=16, color="tab:red", label="incumbent (lowest cost)")
+    for col, line in ((f"val_baseline_{ecol[4:]}", ax.axvline), (f"val_baseline_{fcol[4:]}", ax.axhline)):
+        if col in top and np.isfinite(top[col].astype(float)).any():
+            line(float(top[col].astype(float).median()), color="0.3", ls=":", lw=1)
+    ax.plot([], [], ":", color="0.3", label="baselines (linear fit; zero force)")
+    ax.set_xlabel(axis_label(ecol), fontsize=9)
+    ax.set_ylabel(axis_label(fcol), fontsize=9)
+    log_scale(ax, f, "y")
+    log_scale(ax, e, "x")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{study.name}: energy vs force error at the highest budget (validation); "
+                 f"{len(front)} of {len(top)} trials on the front", fontsize=10)
+    return fig
+
+
 def budgets(study: Study) -> plt.Figure | None:
     """Trials per budget (by optimizer and status) and Hyperband promotions across rungs."""
     t = study.trials.dropna(subset=["budget"])
