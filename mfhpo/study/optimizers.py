@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,18 +33,34 @@ KINDS = ("smac-mf", "smac-bo", "random")
 class Optimizer:
     """Thin wrapper around a SMAC facade driven by ask/tell."""
 
-    def __init__(self, kind: str, facade, scenario, max_budget: float):
+    def __init__(self, kind: str, facade, scenario, max_budget: float, save_interval_s: float = 0.0):
         self.kind = kind
         self.facade = facade
         self.scenario = scenario
         self.max_budget = float(max_budget)
+        self.save_interval_s = float(save_interval_s)
+        self._last_save = float("-inf")
+        self.unsaved = 0  # tells not yet in SMAC's state files
 
     # ---- the API -----------------------------------------------------------------------------
     def ask(self):
         return self.facade.ask()
 
     def tell(self, info, value, save: bool = True) -> None:
-        self.facade.tell(info, value, save=save)
+        """Tell SMAC; with ``save`` its state files are written when ``save_interval_s`` has passed
+        since the last write (0: after every tell, as SMAC does). SMAC rewrites runhistory.json and
+        intensifier.json in full (O(trials) per write); a resumed study re-tells finished trials the
+        files missed from mfhpo's trial records (runner), so a later write loses nothing."""
+        self.facade.tell(info, value, save=False)
+        self.unsaved += 1
+        if save and time.monotonic() - self._last_save >= self.save_interval_s:
+            self.save()
+
+    def save(self) -> None:
+        """Write SMAC's state files now (runhistory, intensifier, optimization.json)."""
+        self.facade.optimizer.save()
+        self._last_save = time.monotonic()
+        self.unsaved = 0
 
     def budget_of(self, info) -> float:
         """The trial's budget; full budget for optimizers without budgets."""
@@ -248,9 +265,10 @@ def make_optimizer(
     overwrite: bool = False,
     logging_level: int = 40,
     min_trials: int | None = None,
+    save_interval_s: float = 0.0,
 ) -> Optimizer:
     """Build an ask/tell optimizer. With ``overwrite=False`` an identical earlier run in
-    ``output_dir/name/seed`` is continued.
+    ``output_dir/name/seed`` is continued. ``save_interval_s``: see :meth:`Optimizer.tell`.
 
     ``min_trials`` (smac-mf only): fewest observations at one budget for SMAC to fit its random
     forest on that budget; SMAC fits on the highest budget having at least this many. SMAC's
@@ -308,4 +326,4 @@ def make_optimizer(
         kwargs["config_selector"] = _config_selector_cls()(scenario, retrain_after=8, max_new_config_tries=16,
                                                                  min_trials=int(min_trials))
     facade = facade_cls(scenario, target_function=None, **kwargs)
-    return Optimizer(kind, facade, scenario, max_budget=max_budget)
+    return Optimizer(kind, facade, scenario, max_budget=max_budget, save_interval_s=save_interval_s)

@@ -146,6 +146,11 @@ class _Lock:
 
 
 class StudyRun:
+    #: what each Dask worker runs for one trial (benchmarks/driver_scale.py substitutes a simulated trial)
+    trial_fn = staticmethod(run_trial)
+    #: ``trace(event, seconds)`` for the dispatcher's timings (see mfhpo.study.dispatcher), or None
+    trace = None
+
     def __init__(self, study: StudyConfig, rd: RunDir, kind: str, trials: Optional[int], progress: bool):
         self.study = study
         self.rd = rd
@@ -292,7 +297,7 @@ class StudyRun:
                                  seed=study.seed, output_dir=rd.smac_dir, name=stage,
                                  n_trials=study.optimizer_options.max_trials_scenario,
                                  initial_design=study.optimizer_options.initial_design, crash_cost=crash_cost,
-                                 overwrite=False)
+                                 overwrite=False, save_interval_s=study.optimizer_options.smac_save_s)
         # finished trials SMAC's saved state missed (killed between trial.json and tell): tell them now
         rh = opt.runhistory
         told = 0
@@ -310,6 +315,8 @@ class StudyRun:
                     continue
             opt.tell(TrialInfo(config=config, seed=r.get("smac_seed"), budget=r.get("smac_budget")), value_of(r))
             told += 1
+        if told:
+            self.align_config_ids(stage_recs(), cs, opt)
         if resumed["dropped"] or resumed["completed"] or told:
             self.note(f"stage {stage}: resumed SMAC state ({resumed['dropped']} interrupted trial(s) re-queued, "
                       f"{resumed['completed'] + told} finished trial(s) restored)")
@@ -399,7 +406,7 @@ class StudyRun:
             train_s = float((rec.get("timings") or {}).get("train_s") or 0.0)
             rec["time_saved_s"] = from_epoch * train_s / trained if trained and from_epoch else 0.0
             rd.write_trial(rec)
-            rd.write_table(self.records.values())
+            rd.append_table_row(rec, self.records.values())
             if self.view:
                 self.view.finished(rec)
             self.save_state()
@@ -412,8 +419,9 @@ class StudyRun:
                 self.view.refresh()
             self.save_state()
 
-        disp = Dispatcher(handle.client, opt, run_trial, prepare=prepare, finish=finish, may_start=may_start,
-                          n_slots=handle.n_slots, prefetch=study.optimizer_options.prefetch, tick=tick)
+        disp = Dispatcher(handle.client, opt, self.trial_fn, prepare=prepare, finish=finish, may_start=may_start,
+                          n_slots=handle.n_slots, prefetch=study.optimizer_options.prefetch, tick=tick,
+                          trace=self.trace)
         disp_ref["d"] = disp
         summary = disp.run()
         if summary.get("exhausted"):
@@ -430,12 +438,36 @@ class StudyRun:
                                                                  "best_flat": best}
         self.save_state(force=True)
 
+    def align_config_ids(self, recs: list[dict], cs, opt) -> None:
+        """After re-telling finished trials that SMAC's saved state missed, SMAC has numbered their
+        configurations afresh: record SMAC's ids so that warm starts (matched by config_id) and
+        resume never confuse two configurations."""
+        from ConfigSpace import Configuration
+
+        rh = opt.runhistory
+        for r in recs:
+            try:
+                config = Configuration(cs, values=r["searched"])
+            except Exception:
+                continue
+            if rh.has_config(config):
+                cid = rh.get_config_id(config)
+                if r.get("config_id") != cid:
+                    r["config_id"] = cid
+                    self.rd.write_trial(r)
+
+    def start_cluster(self, ccfg):
+        """Start the study's Dask cluster (benchmarks/driver_scale.py substitutes simulated workers)."""
+        from mfhpo.study.clusters import start_cluster
+
+        return start_cluster(ccfg, self.rd.root)
+
     def note(self, msg: str) -> None:
         print(f"[mfhpo] {msg}", flush=True)
 
     # ---- main --------------------------------------------------------------------------------
     def run(self, workers: Optional[int]) -> dict:
-        from mfhpo.study.clusters import install_signal_handlers, load_cluster_config, start_cluster
+        from mfhpo.study.clusters import install_signal_handlers, load_cluster_config
         from mfhpo.study.progress import ProgressView
 
         study, rd = self.study, self.rd
@@ -470,7 +502,7 @@ class StudyRun:
         if workers is not None:
             ccfg = ccfg.with_workers(workers)
         install_signal_handlers()
-        handle = start_cluster(ccfg, rd.root)
+        handle = self.start_cluster(ccfg)
         try:
             self.note(f"study {study.name}: optimizer {self.kind}, mode {study.mode}, cost = {study.metric.describe()}")
             self.note(f"run directory {rd.root}; {handle.summary() if hasattr(handle, 'summary') else ''}")
