@@ -14,7 +14,8 @@ mean ``T_c = workers / --rate`` seconds, so the driver sees ``--rate`` results p
 
 Printed per worker count and window of trials (the trials finished since the previous checkpoint):
 
-* ``util``: busy slot-seconds / (slots x window wall time) in compressed time;
+* ``util``: busy slot-seconds / (slots x window wall time) in compressed time (the last window ends at
+  the last submission: the final trials draining at the end of a study are not the driver's doing);
 * ``idle/trial``: idle slot-seconds per finished trial, ``g = T_c (1/util - 1)`` (driver latency
   between a result and the next trial on that slot, queueing behind other results and asks included);
 * ``util@T``: utilisation with real trials of mean ``T = --real-trial-min`` minutes, bounded below by
@@ -166,6 +167,7 @@ class SimulatedStudyRun(StudyRun):
         self.events: dict[str, list[float]] = {e: [] for e in ("ask", "tell", "submit", "finish", "slots")}
         self.finish_times: list[float] = []
         self.first_submit: float | None = None
+        self.last_submit = 0.0
         self.rss: dict[int, float] = {}
         self.full_table_s: dict[int, float] = {}
 
@@ -174,8 +176,10 @@ class SimulatedStudyRun(StudyRun):
 
     def trace(self, event: str, seconds: float) -> None:
         self.events[event].append(seconds)
-        if event == "submit" and self.first_submit is None:
-            self.first_submit = time.time() - seconds
+        if event == "submit":
+            self.last_submit = time.time()
+            if self.first_submit is None:
+                self.first_submit = self.last_submit - seconds
         if event == "finish":  # main thread, right after the result was recorded
             self.finish_times.append(time.time())
             n = len(self.finish_times)
@@ -263,7 +267,7 @@ def run_one(workers: int, checkpoints: list[int], rate: float, sigma: float, rea
         if c <= prev:
             continue
         a = run.first_submit if prev == 0 else run.finish_times[prev - 1]
-        b = run.finish_times[c - 1]
+        b = min(run.finish_times[c - 1], run.last_submit)  # the study's end (last trials draining) excluded
         busy = busy_in(SIM.intervals, a, b)
         util = busy / (workers * (b - a))
         g = (workers * (b - a) - busy) / (c - prev)
