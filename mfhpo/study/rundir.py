@@ -33,15 +33,17 @@ BASE_COLUMNS = [
 ]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
+    """``fsync=False`` for files that a power loss may take back without harm (a killed process
+    cannot: the rename is atomic either way)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path) as fh:
+    with atomic_open(path, fsync=fsync) as fh:
         fh.write(data)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
+    atomic_write_bytes(path, text.encode(), fsync=fsync)
 
 
 def _jsonable(v: Any) -> Any:
@@ -61,8 +63,8 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+def atomic_write_json(path: Path, obj: Any, fsync: bool = True) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n", fsync=fsync)
 
 
 def read_json(path: Path) -> Any:
@@ -126,8 +128,8 @@ class RunDir:
         out.sort(key=lambda r: r["trial_id"])
         return out
 
-    def write_trial(self, rec: dict) -> None:
-        atomic_write_json(self.trial_dir(rec["trial_id"]) / "trial.json", rec)
+    def write_trial(self, rec: dict, fsync: bool = True) -> None:
+        atomic_write_json(self.trial_dir(rec["trial_id"]) / "trial.json", rec, fsync=fsync)
 
     def write_table(self, records: Iterable[dict] | None = None) -> Path:
         """Rewrite trials.csv in full: one row per finished trial, columns the union over rows."""
