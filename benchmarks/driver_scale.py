@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from mfhpo.study.clusters import ClusterHandle, load_cluster_config  # noqa: E402
+from mfhpo.study.clusters import ClusterHandle  # noqa: E402
 from mfhpo.study.config import load_study  # noqa: E402
 from mfhpo.study.objective import run_trial  # noqa: E402
 from mfhpo.study.rundir import RunDir  # noqa: E402
@@ -160,9 +160,12 @@ class FullWriteRunDir(RunDir):
 class SimulatedStudyRun(StudyRun):
     trial_fn = staticmethod(simulated_trial)
 
-    def __init__(self, *a, slots: int, checkpoints: list[int], **k):
+    def __init__(self, *a, slots: int, checkpoints: list[int], real_s: float, tag: str = "", **k):
         super().__init__(*a, **k)
         self.slots = slots
+        self.real_s = real_s
+        self.tag = tag
+        self.rows: list[dict] = []
         self.checkpoints = set(checkpoints)
         self.events: dict[str, list[float]] = {e: [] for e in ("ask", "tell", "submit", "finish", "slots")}
         self.finish_times: list[float] = []
@@ -190,6 +193,9 @@ class SimulatedStudyRun(StudyRun):
                 t0 = time.perf_counter()
                 self.rd.write_table(self.records.values())
                 self.full_table_s[n] = time.perf_counter() - t0
+                prev = self.rows[-1]["trials"] if self.rows else 0
+                self.rows.append(window_row(self, prev, n, self.real_s))
+                print(fmt(self.rows[-1]) + self.tag, file=sys.__stdout__, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,77 +240,87 @@ def q(xs: list[float], p: float) -> float:
     return float(np.percentile(xs, p)) if xs else float("nan")
 
 
+def window_row(run: "SimulatedStudyRun", prev: int, c: int, real_s: float) -> dict:
+    """Statistics of the trials prev+1 .. c (in the order they finished)."""
+    workers, ev = run.slots, run.events
+    a = run.first_submit if prev == 0 else run.finish_times[prev - 1]
+    b = min(run.finish_times[c - 1], run.last_submit)  # the study's end (last trials draining) excluded
+    with SIM.lock:
+        intervals = list(SIM.intervals)
+    busy = busy_in(intervals, a, b)
+    util = busy / (workers * (b - a))
+    g = (workers * (b - a) - busy) / (c - prev)
+    n = min(len(ev["ask"]), len(ev["submit"]), len(ev["tell"]), len(ev["finish"]), c)
+    per = [ev["ask"][i] + ev["submit"][i] + ev["tell"][i] + ev["finish"][i] for i in range(prev, n)]
+    nt = min(len(ev["tell"]), len(ev["finish"]), c)
+    tw = [ev["tell"][i] + ev["finish"][i] for i in range(prev, nt)]
+    asks = ev["ask"][prev:c]
+    # the optimizer thread's busy share of the window (asks + tells): near 1 = the compressed run was
+    # limited by SMAC's throughput, and util@T is then a loose bound
+    opt_busy = (sum(ev["ask"][prev:c]) + sum(ev["tell"][prev:nt])) / (run.finish_times[c - 1] - a)
+    return {
+        "workers": workers, "trials": c, "mean_trial_s": SIM.mean_s, "util": util, "idle_per_trial_s": g,
+        "util_real": real_s / (real_s + g), "opt_thread_busy": opt_busy,
+        "ask_med_ms": 1e3 * q(asks, 50), "ask_p95_ms": 1e3 * q(asks, 95), "ask_mean_ms": 1e3 * float(np.mean(asks)),
+        "tellwrite_med_ms": 1e3 * q(tw, 50), "tellwrite_mean_ms": 1e3 * float(np.mean(tw)),
+        "driver_med_ms": 1e3 * q(per, 50), "driver_mean_ms": 1e3 * float(np.mean(per)),
+        "table_rewrite_ms": 1e3 * run.full_table_s.get(c, float("nan")), "rss_mb": run.rss.get(c, float("nan")),
+        "wall_s": run.finish_times[c - 1] - run.first_submit,
+    }
+
+
 def run_one(workers: int, checkpoints: list[int], rate: float, sigma: float, real_s: float, prefetch: int,
-            baseline: bool, keep: Path | None) -> dict:
+            baseline: bool, keep: Path | None, tag: str = "") -> dict:
     global SIM
     mean_s = workers / rate
     SIM = Sim(slots=workers, mean_s=mean_s, sigma=sigma)
     tmp = Path(tempfile.mkdtemp(prefix="mfhpo_scale_"))
-    study_d = json.loads(json.dumps(STUDY))
-    study_d["budget"]["trials"] = max(checkpoints)
-    study_d["optimizer_options"] = {"prefetch": prefetch, **({"smac_save_s": 0.0} if baseline else {})}
-    study_path = tmp / "driver_scale.yaml"
-    study_path.write_text(yaml.safe_dump(study_d, sort_keys=False))
-    study = load_study(study_path)
-    rd = prepare_rundir(study, tmp / "run", study.optimizer)
-    if baseline:
-        rd = FullWriteRunDir(rd.root)
-    run = SimulatedStudyRun(study, rd, study.optimizer, None, False, slots=workers, checkpoints=checkpoints)
-    load_cluster_config(study.cluster)
-    t0 = time.time()
-    import contextlib
-    import io
+    try:
+        study_d = json.loads(json.dumps(STUDY))
+        study_d["budget"]["trials"] = max(checkpoints)
+        study_d["optimizer_options"] = {"prefetch": prefetch, **({"smac_save_s": 0.0} if baseline else {})}
+        study_path = tmp / "driver_scale.yaml"
+        study_path.write_text(yaml.safe_dump(study_d, sort_keys=False))
+        study = load_study(study_path)
+        rd = prepare_rundir(study, tmp / "run", study.optimizer)
+        if baseline:
+            rd = FullWriteRunDir(rd.root)
+        run = SimulatedStudyRun(study, rd, study.optimizer, None, False, slots=workers, checkpoints=checkpoints,
+                                real_s=real_s, tag=tag)
+        t0 = time.time()
+        import contextlib
+        import io
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        run.run(None)
-    wall = time.time() - t0
-    smac_save = smac_save_seconds(rd.root, study, checkpoints)
-    ev = run.events
-    rows = []
-    prev = 0
-    for c in checkpoints:
-        c = min(c, len(run.finish_times))
-        if c <= prev:
-            continue
-        a = run.first_submit if prev == 0 else run.finish_times[prev - 1]
-        b = min(run.finish_times[c - 1], run.last_submit)  # the study's end (last trials draining) excluded
-        busy = busy_in(SIM.intervals, a, b)
-        util = busy / (workers * (b - a))
-        g = (workers * (b - a) - busy) / (c - prev)
-        n = min(len(ev["ask"]), len(ev["submit"]), len(ev["tell"]), len(ev["finish"]), c)
-        per = [ev["ask"][i] + ev["submit"][i] + ev["tell"][i] + ev["finish"][i] for i in range(prev, n)]
-        tw = [ev["tell"][i] + ev["finish"][i] for i in range(prev, min(len(ev["tell"]), len(ev["finish"]), c))]
-        asks = ev["ask"][prev:c]
-        rows.append({
-            "workers": workers, "trials": c, "mean_trial_s": mean_s, "util": util, "idle_per_trial_s": g,
-            "util_real": real_s / (real_s + g),
-            "ask_med_ms": 1e3 * q(asks, 50), "ask_p95_ms": 1e3 * q(asks, 95), "ask_mean_ms": 1e3 * float(np.mean(asks)),
-            "tellwrite_med_ms": 1e3 * q(tw, 50), "tellwrite_mean_ms": 1e3 * float(np.mean(tw)),
-            "driver_med_ms": 1e3 * q(per, 50), "driver_mean_ms": 1e3 * float(np.mean(per)),
-            "old_write_ms": 1e3 * (run.full_table_s.get(c, float("nan")) + smac_save.get(c, float("nan"))),
-            "rss_mb": run.rss.get(c, float("nan")),
-        })
-        prev = c
-    out = {"workers": workers, "baseline": baseline, "wall_s": wall, "rows": rows,
-           "slots_ms_med": 1e3 * q(ev["slots"], 50), "n_finished": len(run.finish_times),
-           "smac_files_mb": sum(p.stat().st_size for p in (rd.root / "smac").rglob("*.json")) / 1e6,
-           "table_mb": rd.table_file.stat().st_size / 1e6}
-    if keep is not None:
-        shutil.copytree(tmp, keep / f"w{workers}{'_baseline' if baseline else ''}", dirs_exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            run.run(None)
+        wall = time.time() - t0
+        smac_save = smac_save_seconds(rd.root, study, checkpoints)
+        for r in run.rows:
+            r["smac_save_ms"] = 1e3 * smac_save.get(r["trials"], float("nan"))
+            r["old_write_ms"] = r["table_rewrite_ms"] + r["smac_save_ms"]
+        out = {"workers": workers, "baseline": baseline, "rate": rate, "wall_s": wall, "rows": run.rows,
+               "slots_ms_med": 1e3 * q(run.events["slots"], 50), "n_finished": len(run.finish_times),
+               "smac_files_mb": sum(p.stat().st_size for p in (rd.root / "smac").rglob("*.json")) / 1e6,
+               "table_mb": rd.table_file.stat().st_size / 1e6}
+        if keep is not None:
+            shutil.copytree(tmp, keep / f"w{workers}{'_baseline' if baseline else ''}", dirs_exist_ok=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-HEADER = (f"{'workers':>7} {'trials':>6} {'T_c s':>6} {'util':>6} {'idle/trial s':>12} {'util@T':>7} "
+HEADER = (f"{'workers':>7} {'trials':>6} {'T_c s':>6} {'util':>6} {'idle/trial s':>12} {'util@T':>7} {'opt busy':>8} "
           f"{'ask med/p95/mean ms':>20} {'tell+write med/mean ms':>23} {'driver/trial med/mean ms':>25} "
-          f"{'old write ms':>12} {'rss MB':>7}")
+          f"{'csv rewrite ms':>14} {'rss MB':>7} {'wall s':>7}")
 
 
 def fmt(r: dict) -> str:
     return (f"{r['workers']:>7} {r['trials']:>6} {r['mean_trial_s']:>6.1f} {r['util']:>6.3f} {r['idle_per_trial_s']:>12.2f} "
-            f"{r['util_real']:>7.4f} {r['ask_med_ms']:>6.1f}/{r['ask_p95_ms']:>6.0f}/{r['ask_mean_ms']:>6.0f} "
+            f"{r['util_real']:>7.4f} {r['opt_thread_busy']:>8.2f} "
+            f"{r['ask_med_ms']:>6.1f}/{r['ask_p95_ms']:>6.0f}/{r['ask_mean_ms']:>6.0f} "
             f"{r['tellwrite_med_ms']:>11.1f}/{r['tellwrite_mean_ms']:>11.1f} "
-            f"{r['driver_med_ms']:>12.1f}/{r['driver_mean_ms']:>12.1f} {r['old_write_ms']:>12.1f} {r['rss_mb']:>7.0f}")
+            f"{r['driver_med_ms']:>12.1f}/{r['driver_mean_ms']:>12.1f} {r['table_rewrite_ms']:>14.1f} {r['rss_mb']:>7.0f} "
+            f"{r['wall_s']:>7.0f}")
 
 
 def main(argv=None) -> None:
@@ -327,19 +343,23 @@ def main(argv=None) -> None:
     print(HEADER, flush=True)
     for w in a.workers:
         for baseline in ([False, True] if a.baseline else [False]):
-            r = run_one(w, checkpoints, a.rate, a.sigma, real_s, a.prefetch, baseline, a.keep)
+            tag = "  (old writes)" if baseline else ""
+            r = run_one(w, checkpoints, a.rate, a.sigma, real_s, a.prefetch, baseline, a.keep, tag=tag)
             results.append(r)
-            for row in r["rows"]:
-                print(fmt(row) + ("  (old writes)" if baseline else ""), flush=True)
-            print(f"        {w} workers{' (old writes)' if baseline else ''}: {r['n_finished']} trials in {r['wall_s']:.0f} s; "
+            print(f"        {w} workers{tag}: {r['n_finished']} trials in {r['wall_s']:.0f} s; "
                   f"n_slots() median {r['slots_ms_med']:.1f} ms; SMAC state {r['smac_files_mb']:.2f} MB, "
                   f"trials.csv {r['table_mb']:.2f} MB", flush=True)
+            for row in r["rows"]:
+                print(f"        {w} workers{tag}, {row['trials']} trials: old per-trial state write = trials.csv "
+                      f"rewrite {row['table_rewrite_ms']:.1f} ms + SMAC runhistory save {row['smac_save_ms']:.1f} ms "
+                      f"= {row['old_write_ms']:.1f} ms; now tell+write median {row['tellwrite_med_ms']:.1f} ms",
+                      flush=True)
         if a.baseline:
             new, old = results[-2], results[-1]
             for rn, ro in zip(new["rows"], old["rows"]):
-                print(f"        {w} workers, trials <= {rn['trials']}: driver/trial mean {ro['driver_mean_ms']:.1f} ms "
-                      f"(old) / {rn['driver_mean_ms']:.1f} ms (new) = x{ro['driver_mean_ms'] / rn['driver_mean_ms']:.2f}; "
-                      f"tell+write mean x{ro['tellwrite_mean_ms'] / rn['tellwrite_mean_ms']:.2f}", flush=True)
+                print(f"        {w} workers, trials <= {rn['trials']}: tell+write mean {ro['tellwrite_mean_ms']:.1f} ms "
+                      f"(old) / {rn['tellwrite_mean_ms']:.1f} ms (new) = x{ro['tellwrite_mean_ms'] / rn['tellwrite_mean_ms']:.2f}; "
+                      f"driver/trial mean x{ro['driver_mean_ms'] / rn['driver_mean_ms']:.2f}", flush=True)
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
 
