@@ -333,3 +333,32 @@ def test_resume_from_stale_smac_state_keeps_one_config_id_per_configuration(tmp_
     assert len(keys) == len(set(keys))
     df = pd.read_csv(rundir / "trials.csv")
     assert len(df) == 16 and df.trial_id.is_unique
+
+
+def test_trial_table_is_appended_and_rewritten_only_when_needed(tmp_path):
+    def rec(tid, status="SUCCESS"):
+        r = {"trial_id": tid, "config_id": tid, "budget": 1.0, "status": status, "stage": "joint",
+             "cost": 0.1 * tid if status == "SUCCESS" else None, "params": {"lr": 0.01, "nodes": 8}}
+        if status == "SUCCESS":
+            r["metrics"] = {"val": {"energy_mae_per_atom": 0.01 * tid}}
+        return r
+
+    rd = RunDir(tmp_path)
+    recs = [rec(1, "CRASHED")]
+    rd.append_table_row(recs[-1], recs)  # first write in this process: in full
+    recs.append(rec(2))
+    rd.append_table_row(recs[-1], recs)  # a new column (val_energy_mae_per_atom): in full
+    before = rd.table_file.read_text()
+    assert "val_energy_mae_per_atom" in before.splitlines()[0]
+    recs.append(rec(3))
+    rd.append_table_row(recs[-1], recs)  # same columns: one appended line
+    after = rd.table_file.read_text()
+    assert after.startswith(before) and len(after.splitlines()) == len(before.splitlines()) + 1
+    with open(rd.table_file, "a") as fh:  # a line torn by a killed run
+        fh.write("4,4,1.0,")
+    rd2 = RunDir(tmp_path)  # the next run: rewrites once, from the records
+    recs.append(rec(4))
+    rd2.append_table_row(recs[-1], recs)
+    df = pd.read_csv(rd2.table_file)
+    assert list(df.trial_id) == [1, 2, 3, 4] and list(df.status) == ["CRASHED", "SUCCESS", "SUCCESS", "SUCCESS"]
+    assert df.val_energy_mae_per_atom.iloc[3] == pytest.approx(0.04) and df["cfg.lr"].eq(0.01).all()
