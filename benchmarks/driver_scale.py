@@ -26,6 +26,8 @@ Printed per worker count and window of trials (the trials finished since the pre
 * ``tell+write``: per trial, SMAC ``tell()`` (with its state files when due) + recording the result
   (trial.json, trials.csv line, state.json when due), median / mean;
 * ``driver/trial``: ask + prepare and submit + tell + record for the same trial index, median / mean;
+  all of these are wall-clock times; the last columns give the same sums in the calling threads' CPU
+  time (``time.thread_time``), which leaves out waiting for the GIL and for the machine's CPUs;
 * ``old write``: what the study loop wrote on every result before trials.csv became append-only and
   SMAC's state writes periodic: a full trials.csv rewrite (timed here at the checkpoint) plus SMAC's
   full runhistory.json save at that many trials (SMAC's own ``RunHistory.save``, timed after the run);
@@ -168,6 +170,7 @@ class SimulatedStudyRun(StudyRun):
         self.rows: list[dict] = []
         self.checkpoints = set(checkpoints)
         self.events: dict[str, list[float]] = {e: [] for e in ("ask", "tell", "submit", "finish", "slots")}
+        self.cpu: dict[str, list[float]] = {e: [] for e in self.events}
         self.finish_times: list[float] = []
         self.first_submit: float | None = None
         self.last_submit = 0.0
@@ -177,8 +180,9 @@ class SimulatedStudyRun(StudyRun):
     def start_cluster(self, ccfg):
         return start_simulated_cluster(ccfg, self.slots)
 
-    def trace(self, event: str, seconds: float) -> None:
+    def trace(self, event: str, seconds: float, cpu_seconds: float) -> None:
         self.events[event].append(seconds)
+        self.cpu[event].append(cpu_seconds)
         if event == "submit":
             self.last_submit = time.time()
             if self.first_submit is None:
@@ -255,6 +259,9 @@ def window_row(run: "SimulatedStudyRun", prev: int, c: int, real_s: float) -> di
     nt = min(len(ev["tell"]), len(ev["finish"]), c)
     tw = [ev["tell"][i] + ev["finish"][i] for i in range(prev, nt)]
     asks = ev["ask"][prev:c]
+    cp = run.cpu
+    per_cpu = [cp["ask"][i] + cp["submit"][i] + cp["tell"][i] + cp["finish"][i] for i in range(prev, n)]
+    tw_cpu = [cp["tell"][i] + cp["finish"][i] for i in range(prev, nt)]
     # the optimizer thread's busy share of the window (asks + tells): near 1 = the compressed run was
     # limited by SMAC's throughput, and util@T is then a loose bound
     opt_busy = (sum(ev["ask"][prev:c]) + sum(ev["tell"][prev:nt])) / (run.finish_times[c - 1] - a)
@@ -264,6 +271,8 @@ def window_row(run: "SimulatedStudyRun", prev: int, c: int, real_s: float) -> di
         "ask_med_ms": 1e3 * q(asks, 50), "ask_p95_ms": 1e3 * q(asks, 95), "ask_mean_ms": 1e3 * float(np.mean(asks)),
         "tellwrite_med_ms": 1e3 * q(tw, 50), "tellwrite_mean_ms": 1e3 * float(np.mean(tw)),
         "driver_med_ms": 1e3 * q(per, 50), "driver_mean_ms": 1e3 * float(np.mean(per)),
+        "driver_cpu_med_ms": 1e3 * q(per_cpu, 50), "driver_cpu_mean_ms": 1e3 * float(np.mean(per_cpu)),
+        "tellwrite_cpu_med_ms": 1e3 * q(tw_cpu, 50), "ask_cpu_med_ms": 1e3 * q(cp["ask"][prev:c], 50),
         "table_rewrite_ms": 1e3 * run.full_table_s.get(c, float("nan")), "rss_mb": run.rss.get(c, float("nan")),
         "wall_s": run.finish_times[c - 1] - run.first_submit,
     }
@@ -311,7 +320,7 @@ def run_one(workers: int, checkpoints: list[int], rate: float, sigma: float, rea
 
 HEADER = (f"{'workers':>7} {'trials':>6} {'T_c s':>6} {'util':>6} {'idle/trial s':>12} {'util@T':>7} {'opt busy':>8} "
           f"{'ask med/p95/mean ms':>20} {'tell+write med/mean ms':>23} {'driver/trial med/mean ms':>25} "
-          f"{'csv rewrite ms':>14} {'rss MB':>7} {'wall s':>7}")
+          f"{'csv rewrite ms':>14} {'rss MB':>7} {'wall s':>7} {'CPU: driver/trial med/mean, tell+write med ms':>46}")
 
 
 def fmt(r: dict) -> str:
@@ -320,7 +329,7 @@ def fmt(r: dict) -> str:
             f"{r['ask_med_ms']:>6.1f}/{r['ask_p95_ms']:>6.0f}/{r['ask_mean_ms']:>6.0f} "
             f"{r['tellwrite_med_ms']:>11.1f}/{r['tellwrite_mean_ms']:>11.1f} "
             f"{r['driver_med_ms']:>12.1f}/{r['driver_mean_ms']:>12.1f} {r['table_rewrite_ms']:>14.1f} {r['rss_mb']:>7.0f} "
-            f"{r['wall_s']:>7.0f}")
+            f"{r['wall_s']:>7.0f} {r['driver_cpu_med_ms']:>20.1f}/{r['driver_cpu_mean_ms']:>7.1f}, {r['tellwrite_cpu_med_ms']:>7.1f}")
 
 
 def main(argv=None) -> None:

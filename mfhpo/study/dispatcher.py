@@ -11,9 +11,9 @@
 * SMAC runs in its own thread (asks ahead ``prefetch`` trials, processes tells in order), so model
   refits (seconds) do not leave workers idle; the main thread only moves futures. When the thread
   stops it writes SMAC's state files if tells are not yet in them (``Optimizer.save_interval_s``).
-* ``trace(event, seconds)`` (optional) receives the duration of every ``ask``, ``tell``, ``submit``
-  (prepare + Dask submit), ``finish`` (recording a result) and ``slots`` call
-  (benchmarks/driver_scale.py).
+* ``trace(event, seconds, cpu_seconds)`` (optional) receives the wall-clock duration and the calling
+  thread's CPU time of every ``ask``, ``tell``, ``submit`` (prepare + Dask submit), ``finish``
+  (recording a result) and ``slots`` call (benchmarks/driver_scale.py).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class _OptimizerThread(threading.Thread):
     """Owns every call into SMAC: asks ahead into ``ready``, tells from ``tells`` in order."""
 
     def __init__(self, optimizer, wake: "queue.Queue", prefetch: int, may_ask: Callable[[], bool],
-                 trace: Optional[Callable[[str, float], None]] = None):
+                 trace: Optional[Callable[[str, float, float], None]] = None):
         super().__init__(daemon=True, name="mfhpo-optimizer")
         self.trace = trace
         self.opt = optimizer
@@ -69,19 +69,19 @@ class _OptimizerThread(threading.Thread):
                         info, value = self.tells.get_nowait()
                     except queue.Empty:
                         break
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.thread_time()
                     self.opt.tell(info, value)
                     dt = time.perf_counter() - t0
                     self.tell_s += dt
                     if self.trace is not None:
-                        self.trace("tell", dt)
+                        self.trace("tell", dt, time.thread_time() - c0)
                     did = True
                 if self.stop_flag:
                     if getattr(self.opt, "unsaved", 0):
                         self.opt.save()
                     return
                 if self.ready.qsize() < self.prefetch and not self.exhausted and self.may_ask():
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.thread_time()
                     try:
                         info = self.opt.ask()
                     except (StopIteration, RuntimeError) as exc:
@@ -100,7 +100,7 @@ class _OptimizerThread(threading.Thread):
                     dt = time.perf_counter() - t0
                     self.ask_s += dt
                     if self.trace is not None:
-                        self.trace("ask", dt)
+                        self.trace("ask", dt, time.thread_time() - c0)
                     self.asked += 1
                     self.ready.put((info, cid))
                     self.wake.put(("ready", None))
@@ -129,7 +129,7 @@ class Dispatcher:
 
     def __init__(self, client, optimizer, fn: Callable, *, prepare, finish, may_start, n_slots,
                  prefetch: int = 1, tick: Callable | None = None, poll_s: float = 0.5,
-                 resources: dict | None = None, trace: Optional[Callable[[str, float], None]] = None):
+                 resources: dict | None = None, trace: Optional[Callable[[str, float, float], None]] = None):
         self.client = client
         self.opt = optimizer
         self.fn = fn
@@ -156,9 +156,9 @@ class Dispatcher:
     def _timed(self, event: str, fn: Callable, *args):
         if self.trace is None:
             return fn(*args)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         out = fn(*args)
-        self.trace(event, time.perf_counter() - t0)
+        self.trace(event, time.perf_counter() - t0, time.thread_time() - c0)
         return out
 
     def _submit(self, info, cid) -> None:

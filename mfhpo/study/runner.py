@@ -149,7 +149,7 @@ class _Lock:
 class StudyRun:
     #: what each Dask worker runs for one trial (benchmarks/driver_scale.py substitutes a simulated trial)
     trial_fn = staticmethod(run_trial)
-    #: ``trace(event, seconds)`` for the dispatcher's timings (see mfhpo.study.dispatcher), or None
+    #: ``trace(event, seconds, cpu_seconds)`` for the dispatcher's timings (mfhpo.study.dispatcher), or None
     trace = None
 
     def __init__(self, study: StudyConfig, rd: RunDir, kind: str, trials: Optional[int], progress: bool):
