@@ -86,11 +86,86 @@ class Optimizer:
         return self.facade.runhistory.finished
 
 
+class ConfigList(list):
+    """A list of configurations with O(1) membership tests (a set beside the list).
+
+    SMAC's ConfigSelector keeps the configurations it has proposed in a list and tests ``config not in
+    self._processed_configs`` for candidates: ``Configuration.__eq__`` compares whole configuration
+    spaces (~0.5 ms), so each test cost O(trials), seconds per new configuration after a few thousand
+    trials (benchmarks/config_membership.py). Same answers: ``Configuration.__hash__`` hashes its repr
+    (the values), consistent with ``__eq__`` within one configuration space."""
+
+    def __init__(self, items=()):
+        super().__init__(items)
+        self._members = set(self)
+        self._ids = {id(c) for c in self}
+
+    @classmethod
+    def reusing(cls, configs, old: "ConfigList") -> "ConfigList":
+        """``ConfigList(configs)`` without hashing again the configurations ``old`` holds (SMAC
+        reassigns the whole run history's configurations before each batch of proposals)."""
+        new = cls.__new__(cls)
+        list.__init__(new, configs)
+        ids = {id(c) for c in new}
+        if not old._ids <= ids:  # something left: start afresh
+            new._members, new._ids = set(new), ids
+            return new
+        new._members, new._ids = old._members.copy(), set(old._ids)  # set.copy keeps the stored hashes
+        for c in new:
+            if id(c) not in new._ids:
+                new._members.add(c)
+                new._ids.add(id(c))
+        return new
+
+    def __contains__(self, config) -> bool:
+        return config in self._members
+
+    def append(self, config) -> None:
+        super().append(config)
+        self._members.add(config)
+        self._ids.add(id(config))
+
+    def extend(self, configs) -> None:
+        configs = list(configs)
+        super().extend(configs)
+        self._members.update(configs)
+        self._ids.update(id(c) for c in configs)
+
+    def __iadd__(self, configs):
+        self.extend(configs)
+        return self
+
+    # any other change: rebuild the set
+    def _rebuilt(self, out):
+        self._members = set(self)
+        self._ids = {id(c) for c in self}
+        return out
+
+    def insert(self, i, config) -> None:
+        self._rebuilt(super().insert(i, config))
+
+    def remove(self, config) -> None:
+        self._rebuilt(super().remove(config))
+
+    def pop(self, i=-1):
+        return self._rebuilt(super().pop(i))
+
+    def clear(self) -> None:
+        self._rebuilt(super().clear())
+
+    def __setitem__(self, i, v) -> None:
+        self._rebuilt(super().__setitem__(i, v))
+
+    def __delitem__(self, i) -> None:
+        self._rebuilt(super().__delitem__(i))
+
+
 def _config_selector_cls():
     from smac.main.config_selector import ConfigSelector
 
     class MfhpoConfigSelector(ConfigSelector):
-        """SMAC's ConfigSelector with two changes for Hyperband (smac-mf):
+        """SMAC's ConfigSelector, its proposed configurations kept in a :class:`ConfigList` (O(1)
+        ``in``), with two changes for Hyperband (smac-mf):
 
         * **Which budget the surrogate is fitted on.** SMAC fits its random forest on the highest
           budget with at least ``min_trials`` results (SMAC default 1): as soon as one configuration
@@ -105,6 +180,17 @@ def _config_selector_cls():
           same configuration twice (26 distinct of 27 in the budget-1 rung). Such repeats are
           drawn again. Proposals of the initial design and the acquisition maximizer pass unchanged.
         """
+
+        @property
+        def _processed_configs(self):
+            return self.__dict__["_mfhpo_processed_configs"]
+
+        @_processed_configs.setter
+        def _processed_configs(self, configs) -> None:  # SMAC assigns plain lists: keep O(1) membership
+            old = self.__dict__.get("_mfhpo_processed_configs")
+            if not isinstance(configs, ConfigList):
+                configs = ConfigList.reusing(configs, old) if old is not None else ConfigList(configs)
+            self.__dict__["_mfhpo_processed_configs"] = configs
 
         def _collect_data(self):
             assert self._runhistory is not None and self._runhistory_encoder is not None
