@@ -86,18 +86,30 @@ class Optimizer:
         return self.facade.runhistory.finished
 
 
+def _values_key(config):
+    """A hashable key equal for configurations with equal values (numpy or Python numbers alike)."""
+    try:
+        items = tuple(sorted(dict(config).items()))
+        hash(items)
+        return items
+    except TypeError:  # unhashable values (or not a configuration): fall back on the object itself
+        return ("obj", id(config)) if not hasattr(config, "__hash__") or config.__hash__ is None else config
+
+
 class ConfigList(list):
     """A list of configurations with O(1) membership tests (a set beside the list).
 
     SMAC's ConfigSelector keeps the configurations it has proposed in a list and tests ``config not in
     self._processed_configs`` for candidates: ``Configuration.__eq__`` compares whole configuration
     spaces (~0.5 ms), so each test cost O(trials), seconds per new configuration after a few thousand
-    trials (benchmarks/config_membership.py). Same answers: ``Configuration.__hash__`` hashes its repr
-    (the values), consistent with ``__eq__`` within one configuration space."""
+    trials (benchmarks/config_membership.py). Same answers: members are keyed by their values (as
+    ``__eq__`` compares them within one configuration space; not by ``Configuration.__hash__``, the
+    hash of its repr, which differs between numpy and Python numbers of equal value, e.g. a sampled
+    configuration and the same one read back from SMAC's runhistory.json)."""
 
     def __init__(self, items=()):
         super().__init__(items)
-        self._members = set(self)
+        self._members = {_values_key(c) for c in self}
         self._ids = {id(c) for c in self}
 
     @classmethod
@@ -108,27 +120,27 @@ class ConfigList(list):
         list.__init__(new, configs)
         ids = {id(c) for c in new}
         if not old._ids <= ids:  # something left: start afresh
-            new._members, new._ids = set(new), ids
+            new._members, new._ids = {_values_key(c) for c in new}, ids
             return new
         new._members, new._ids = old._members.copy(), set(old._ids)  # set.copy keeps the stored hashes
         for c in new:
             if id(c) not in new._ids:
-                new._members.add(c)
+                new._members.add(_values_key(c))
                 new._ids.add(id(c))
         return new
 
     def __contains__(self, config) -> bool:
-        return config in self._members
+        return _values_key(config) in self._members
 
     def append(self, config) -> None:
         super().append(config)
-        self._members.add(config)
+        self._members.add(_values_key(config))
         self._ids.add(id(config))
 
     def extend(self, configs) -> None:
         configs = list(configs)
         super().extend(configs)
-        self._members.update(configs)
+        self._members.update(_values_key(c) for c in configs)
         self._ids.update(id(c) for c in configs)
 
     def __iadd__(self, configs):
@@ -137,7 +149,7 @@ class ConfigList(list):
 
     # any other change: rebuild the set
     def _rebuilt(self, out):
-        self._members = set(self)
+        self._members = {_values_key(c) for c in self}
         self._ids = {id(c) for c in self}
         return out
 
