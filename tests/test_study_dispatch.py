@@ -127,8 +127,12 @@ def test_changed_study_is_refused_and_complete_study_not_rerun(tmp_path):
         run_command(study, rundir=rundir, optimizer="random", progress=False)
 
 
-def test_killed_run_process_resumes_without_losing_or_rerunning(tmp_path):
-    study = make_study(tmp_path, budget={"trials": 18}, toy={"sleep_fixed_s": 1.0})
+@pytest.mark.parametrize("smac_save_s", [0.0, 3600.0])
+def test_killed_run_process_resumes_without_losing_or_rerunning(tmp_path, smac_save_s):
+    """SMAC's state written after every result (0) or, after the first, only when the run ends
+    (3600): the killed run's SMAC state then misses most finished trials, which the resume re-tells."""
+    study = make_study(tmp_path, budget={"trials": 18}, toy={"sleep_fixed_s": 1.0},
+                       optimizer_options={"initial_design": 3, "smac_save_s": smac_save_s})
     rundir = tmp_path / "run"
     cmd = [sys.executable, "-m", "mfhpo.cli", "run", str(study), "--rundir", str(rundir)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -161,6 +165,14 @@ def test_killed_run_process_resumes_without_losing_or_rerunning(tmp_path):
     keys = lambda recs: [(x["config_id"], x["budget"]) for x in recs if x["status"] in ("SUCCESS", "CRASHED")]  # noqa: E731
     fin_keys = keys(after.values())
     assert len(fin_keys) == len(set(fin_keys)), "a (configuration, budget) pair was trained twice"
+    # one configuration per config_id and one config_id per configuration among finished trials
+    # (SMAC renumbers configurations it re-learns on resume: the records follow its numbering)
+    fin = [x for x in after.values() if x["status"] in ("SUCCESS", "CRASHED")]
+    by_id = {}
+    for x in fin:
+        by_id.setdefault(x["config_id"], set()).add(json.dumps(x["searched"], sort_keys=True))
+    assert all(len(v) == 1 for v in by_id.values()), "two configurations share a config_id"
+    assert len({next(iter(v)) for v in by_id.values()}) == len(by_id), "a configuration has two config_ids"
     # interrupted trials re-queued, none left RUNNING; study finished its budget
     assert all(after[k]["status"] == "INTERRUPTED" for k in running_before)
     assert not any(x["status"] == "RUNNING" for x in after.values())
@@ -287,3 +299,66 @@ def test_resume_survives_smac_state_files_killed_mid_write(tmp_path):
     info = opt.ask()
     opt.tell(info, TrialValue(cost=0.5))
     assert len(opt.runhistory) == 1
+
+
+def test_resume_from_stale_smac_state_keeps_one_config_id_per_configuration(tmp_path):
+    """SMAC's state written every smac_save_s misses the last results when the run is killed. Here:
+    SMAC's files from after trial 4 come back after 10 trials, and trial 6 was never finished (as
+    if killed while it ran). The resume re-tells trials 5 and 7-10; SMAC numbers their
+    configurations afresh, and the records must follow (warm starts match by config_id)."""
+    import shutil
+
+    study = make_study(tmp_path, budget={"trials": 4}, toy={"sleep_fixed_s": 0.0},
+                       cluster={"kind": "local", "workers": 1, "dashboard_port": 0})
+    rundir = tmp_path / "run"
+    run_command(study, rundir=rundir, progress=False)
+    shutil.copytree(rundir / "smac", tmp_path / "smac_at_4")
+    run_command(study, rundir=rundir, trials=10, progress=False)
+    rd = RunDir(rundir)
+    recs = {r["trial_id"]: r for r in rd.trial_records()}
+    assert len({recs[t]["config_id"] for t in range(1, 11)}) == 10  # ten configurations (new ids)
+    shutil.rmtree(rundir / "smac")
+    shutil.copytree(tmp_path / "smac_at_4", rundir / "smac")
+    gone = dict(recs[6], status="RUNNING", cost=None)
+    rd.write_trial(gone)
+    run_command(study, rundir=rundir, trials=16, progress=False)
+    after = rd.trial_records()
+    fin = [x for x in after if x["status"] in ("SUCCESS", "CRASHED")]
+    assert len(fin) == 16 and next(x for x in after if x["trial_id"] == 6)["status"] == "INTERRUPTED"
+    by_id: dict = {}
+    for x in fin:
+        by_id.setdefault(x["config_id"], set()).add(json.dumps(x["searched"], sort_keys=True))
+    assert all(len(v) == 1 for v in by_id.values()), "two configurations share a config_id"
+    keys = [(x["config_id"], x["budget"]) for x in fin]
+    assert len(keys) == len(set(keys))
+    df = pd.read_csv(rundir / "trials.csv")
+    assert len(df) == 16 and df.trial_id.is_unique
+
+
+def test_trial_table_is_appended_and_rewritten_only_when_needed(tmp_path):
+    def rec(tid, status="SUCCESS"):
+        r = {"trial_id": tid, "config_id": tid, "budget": 1.0, "status": status, "stage": "joint",
+             "cost": 0.1 * tid if status == "SUCCESS" else None, "params": {"lr": 0.01, "nodes": 8}}
+        if status == "SUCCESS":
+            r["metrics"] = {"val": {"energy_mae_per_atom": 0.01 * tid}}
+        return r
+
+    rd = RunDir(tmp_path)
+    recs = [rec(1, "CRASHED")]
+    rd.append_table_row(recs[-1], recs)  # first write in this process: in full
+    recs.append(rec(2))
+    rd.append_table_row(recs[-1], recs)  # a new column (val_energy_mae_per_atom): in full
+    before = rd.table_file.read_text()
+    assert "val_energy_mae_per_atom" in before.splitlines()[0]
+    recs.append(rec(3))
+    rd.append_table_row(recs[-1], recs)  # same columns: one appended line
+    after = rd.table_file.read_text()
+    assert after.startswith(before) and len(after.splitlines()) == len(before.splitlines()) + 1
+    with open(rd.table_file, "a") as fh:  # a line torn by a killed run
+        fh.write("4,4,1.0,")
+    rd2 = RunDir(tmp_path)  # the next run: rewrites once, from the records
+    recs.append(rec(4))
+    rd2.append_table_row(recs[-1], recs)
+    df = pd.read_csv(rd2.table_file)
+    assert list(df.trial_id) == [1, 2, 3, 4] and list(df.status) == ["CRASHED", "SUCCESS", "SUCCESS", "SUCCESS"]
+    assert df.val_energy_mae_per_atom.iloc[3] == pytest.approx(0.04) and df["cfg.lr"].eq(0.01).all()

@@ -149,6 +149,8 @@ class OptimizerOptions(_Strict):
     initial_design: int = Field(5, ge=1, description="random configurations before the model is used")
     max_trials_scenario: int = Field(100000, ge=10, description="n_trials fixed in the SMAC scenario (never reached)")
     prefetch: int = Field(1, ge=0, le=64, description="trials asked ahead (hides SMAC's model refits)")
+    smac_save_s: float = Field(10.0, ge=0, description="seconds between writes of SMAC's state files (0: after "
+                               "every result); mfhpo's own trial records are written at once either way")
 
 
 class TwoStageSection(_Strict):

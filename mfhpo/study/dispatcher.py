@@ -9,7 +9,11 @@
 * At most ``n_slots()`` trials are in Dask at once, each with ``resources={"trial": 1}`` so two
   trials never share a worker (GPU). With zero workers the dispatcher waits.
 * SMAC runs in its own thread (asks ahead ``prefetch`` trials, processes tells in order), so model
-  refits (seconds) do not leave workers idle; the main thread only moves futures.
+  refits (seconds) do not leave workers idle; the main thread only moves futures. When the thread
+  stops it writes SMAC's state files if tells are not yet in them (``Optimizer.save_interval_s``).
+* ``trace(event, seconds, cpu_seconds)`` (optional) receives the wall-clock duration and the calling
+  thread's CPU time of every ``ask``, ``tell``, ``submit`` (prepare + Dask submit), ``finish``
+  (recording a result) and ``slots`` call (benchmarks/driver_scale.py).
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ class Pending:
 class _OptimizerThread(threading.Thread):
     """Owns every call into SMAC: asks ahead into ``ready``, tells from ``tells`` in order."""
 
-    def __init__(self, optimizer, wake: "queue.Queue", prefetch: int, may_ask: Callable[[], bool]):
+    def __init__(self, optimizer, wake: "queue.Queue", prefetch: int, may_ask: Callable[[], bool],
+                 trace: Optional[Callable[[str, float, float], None]] = None):
         super().__init__(daemon=True, name="mfhpo-optimizer")
+        self.trace = trace
         self.opt = optimizer
         self.wake = wake
         self.prefetch = max(1, int(prefetch))
@@ -63,14 +69,19 @@ class _OptimizerThread(threading.Thread):
                         info, value = self.tells.get_nowait()
                     except queue.Empty:
                         break
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.thread_time()
                     self.opt.tell(info, value)
-                    self.tell_s += time.perf_counter() - t0
+                    dt = time.perf_counter() - t0
+                    self.tell_s += dt
+                    if self.trace is not None:
+                        self.trace("tell", dt, time.thread_time() - c0)
                     did = True
                 if self.stop_flag:
+                    if getattr(self.opt, "unsaved", 0):
+                        self.opt.save()
                     return
                 if self.ready.qsize() < self.prefetch and not self.exhausted and self.may_ask():
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.thread_time()
                     try:
                         info = self.opt.ask()
                     except (StopIteration, RuntimeError) as exc:
@@ -86,7 +97,10 @@ class _OptimizerThread(threading.Thread):
                         self.wake.put(("exhausted", None))
                         continue
                     cid = self.opt.config_id(info.config)
-                    self.ask_s += time.perf_counter() - t0
+                    dt = time.perf_counter() - t0
+                    self.ask_s += dt
+                    if self.trace is not None:
+                        self.trace("ask", dt, time.thread_time() - c0)
                     self.asked += 1
                     self.ready.put((info, cid))
                     self.wake.put(("ready", None))
@@ -115,7 +129,7 @@ class Dispatcher:
 
     def __init__(self, client, optimizer, fn: Callable, *, prepare, finish, may_start, n_slots,
                  prefetch: int = 1, tick: Callable | None = None, poll_s: float = 0.5,
-                 resources: dict | None = None):
+                 resources: dict | None = None, trace: Optional[Callable[[str, float, float], None]] = None):
         self.client = client
         self.opt = optimizer
         self.fn = fn
@@ -127,6 +141,7 @@ class Dispatcher:
         self.tick = tick
         self.poll_s = poll_s
         self.resources = resources if resources is not None else {"trial": 1}
+        self.trace = trace
         self.inflight: dict[str, Pending] = {}
         self.wake: "queue.Queue" = queue.Queue()
         self.n_done = 0
@@ -138,7 +153,18 @@ class Dispatcher:
     def _on_done(self, fut) -> None:
         self.wake.put(("done", fut.key))
 
+    def _timed(self, event: str, fn: Callable, *args):
+        if self.trace is None:
+            return fn(*args)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        out = fn(*args)
+        self.trace(event, time.perf_counter() - t0, time.thread_time() - c0)
+        return out
+
     def _submit(self, info, cid) -> None:
+        self._timed("submit", self._submit_now, info, cid)
+
+    def _submit_now(self, info, cid) -> None:
         spec, record = self.prepare(info, cid)
         p = Pending(info=info, config_id=cid, record=record, spec=spec)
         fut = self.client.submit(self.fn, spec, resources=self.resources, pure=False,
@@ -164,7 +190,7 @@ class Dispatcher:
                 error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         except BaseException as exc:  # noqa: BLE001
             error = f"{type(exc).__name__}: {exc}"
-        value = self.finish(p, result, error)
+        value = self._timed("finish", self.finish, p, result, error)
         self.n_done += 1
         if result is not None:
             self.busy_s += float(result.get("wall_s", 0.0))
@@ -177,7 +203,7 @@ class Dispatcher:
 
     def run(self) -> dict:
         may_ask = lambda: self.may_start(self._active())  # noqa: E731
-        self._thread = _OptimizerThread(self.opt, self.wake, self.prefetch, may_ask)
+        self._thread = _OptimizerThread(self.opt, self.wake, self.prefetch, may_ask, trace=self.trace)
         self._thread.start()
         t_start = time.time()
         try:
@@ -185,7 +211,7 @@ class Dispatcher:
                 if self._thread.error is not None:
                     raise self._thread.error
                 # submit asked trials into free slots
-                slots = self.n_slots()
+                slots = self._timed("slots", self.n_slots)
                 while len(self.inflight) < slots and not self._thread.ready.empty():
                     if not self.may_start(len(self.inflight)):
                         break

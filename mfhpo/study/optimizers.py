@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,18 +33,34 @@ KINDS = ("smac-mf", "smac-bo", "random")
 class Optimizer:
     """Thin wrapper around a SMAC facade driven by ask/tell."""
 
-    def __init__(self, kind: str, facade, scenario, max_budget: float):
+    def __init__(self, kind: str, facade, scenario, max_budget: float, save_interval_s: float = 0.0):
         self.kind = kind
         self.facade = facade
         self.scenario = scenario
         self.max_budget = float(max_budget)
+        self.save_interval_s = float(save_interval_s)
+        self._last_save = float("-inf")
+        self.unsaved = 0  # tells not yet in SMAC's state files
 
     # ---- the API -----------------------------------------------------------------------------
     def ask(self):
         return self.facade.ask()
 
     def tell(self, info, value, save: bool = True) -> None:
-        self.facade.tell(info, value, save=save)
+        """Tell SMAC; with ``save`` its state files are written when ``save_interval_s`` has passed
+        since the last write (0: after every tell, as SMAC does). SMAC rewrites runhistory.json and
+        intensifier.json in full (O(trials) per write); a resumed study re-tells finished trials the
+        files missed from mfhpo's trial records (runner), so a later write loses nothing."""
+        self.facade.tell(info, value, save=False)
+        self.unsaved += 1
+        if save and time.monotonic() - self._last_save >= self.save_interval_s:
+            self.save()
+
+    def save(self) -> None:
+        """Write SMAC's state files now (runhistory, intensifier, optimization.json)."""
+        self.facade.optimizer.save()
+        self._last_save = time.monotonic()
+        self.unsaved = 0
 
     def budget_of(self, info) -> float:
         """The trial's budget; full budget for optimizers without budgets."""
@@ -69,11 +86,98 @@ class Optimizer:
         return self.facade.runhistory.finished
 
 
+def _values_key(config):
+    """A hashable key equal for configurations with equal values (numpy or Python numbers alike)."""
+    try:
+        items = tuple(sorted(dict(config).items()))
+        hash(items)
+        return items
+    except TypeError:  # unhashable values (or not a configuration): fall back on the object itself
+        return ("obj", id(config)) if not hasattr(config, "__hash__") or config.__hash__ is None else config
+
+
+class ConfigList(list):
+    """A list of configurations with O(1) membership tests (a set beside the list).
+
+    SMAC's ConfigSelector keeps the configurations it has proposed in a list and tests ``config not in
+    self._processed_configs`` for candidates: ``Configuration.__eq__`` compares whole configuration
+    spaces (~0.5 ms), so each test cost O(trials), seconds per new configuration after a few thousand
+    trials (benchmarks/config_membership.py). Same answers: members are keyed by their values (as
+    ``__eq__`` compares them within one configuration space; not by ``Configuration.__hash__``, the
+    hash of its repr, which differs between numpy and Python numbers of equal value, e.g. a sampled
+    configuration and the same one read back from SMAC's runhistory.json)."""
+
+    def __init__(self, items=()):
+        super().__init__(items)
+        self._members = {_values_key(c) for c in self}
+        self._ids = {id(c) for c in self}
+
+    @classmethod
+    def reusing(cls, configs, old: "ConfigList") -> "ConfigList":
+        """``ConfigList(configs)`` without hashing again the configurations ``old`` holds (SMAC
+        reassigns the whole run history's configurations before each batch of proposals)."""
+        new = cls.__new__(cls)
+        list.__init__(new, configs)
+        ids = {id(c) for c in new}
+        if not old._ids <= ids:  # something left: start afresh
+            new._members, new._ids = {_values_key(c) for c in new}, ids
+            return new
+        new._members, new._ids = old._members.copy(), set(old._ids)  # set.copy keeps the stored hashes
+        for c in new:
+            if id(c) not in new._ids:
+                new._members.add(_values_key(c))
+                new._ids.add(id(c))
+        return new
+
+    def __contains__(self, config) -> bool:
+        return _values_key(config) in self._members
+
+    def append(self, config) -> None:
+        super().append(config)
+        self._members.add(_values_key(config))
+        self._ids.add(id(config))
+
+    def extend(self, configs) -> None:
+        configs = list(configs)
+        super().extend(configs)
+        self._members.update(_values_key(c) for c in configs)
+        self._ids.update(id(c) for c in configs)
+
+    def __iadd__(self, configs):
+        self.extend(configs)
+        return self
+
+    # any other change: rebuild the set
+    def _rebuilt(self, out):
+        self._members = {_values_key(c) for c in self}
+        self._ids = {id(c) for c in self}
+        return out
+
+    def insert(self, i, config) -> None:
+        self._rebuilt(super().insert(i, config))
+
+    def remove(self, config) -> None:
+        self._rebuilt(super().remove(config))
+
+    def pop(self, i=-1):
+        return self._rebuilt(super().pop(i))
+
+    def clear(self) -> None:
+        self._rebuilt(super().clear())
+
+    def __setitem__(self, i, v) -> None:
+        self._rebuilt(super().__setitem__(i, v))
+
+    def __delitem__(self, i) -> None:
+        self._rebuilt(super().__delitem__(i))
+
+
 def _config_selector_cls():
     from smac.main.config_selector import ConfigSelector
 
     class MfhpoConfigSelector(ConfigSelector):
-        """SMAC's ConfigSelector with two changes for Hyperband (smac-mf):
+        """SMAC's ConfigSelector, its proposed configurations kept in a :class:`ConfigList` (O(1)
+        ``in``), with two changes for Hyperband (smac-mf):
 
         * **Which budget the surrogate is fitted on.** SMAC fits its random forest on the highest
           budget with at least ``min_trials`` results (SMAC default 1): as soon as one configuration
@@ -88,6 +192,17 @@ def _config_selector_cls():
           same configuration twice (26 distinct of 27 in the budget-1 rung). Such repeats are
           drawn again. Proposals of the initial design and the acquisition maximizer pass unchanged.
         """
+
+        @property
+        def _processed_configs(self):
+            return self.__dict__["_mfhpo_processed_configs"]
+
+        @_processed_configs.setter
+        def _processed_configs(self, configs) -> None:  # SMAC assigns plain lists: keep O(1) membership
+            old = self.__dict__.get("_mfhpo_processed_configs")
+            if not isinstance(configs, ConfigList):
+                configs = ConfigList.reusing(configs, old) if old is not None else ConfigList(configs)
+            self.__dict__["_mfhpo_processed_configs"] = configs
 
         def _collect_data(self):
             assert self._runhistory is not None and self._runhistory_encoder is not None
@@ -248,9 +363,10 @@ def make_optimizer(
     overwrite: bool = False,
     logging_level: int = 40,
     min_trials: int | None = None,
+    save_interval_s: float = 0.0,
 ) -> Optimizer:
     """Build an ask/tell optimizer. With ``overwrite=False`` an identical earlier run in
-    ``output_dir/name/seed`` is continued.
+    ``output_dir/name/seed`` is continued. ``save_interval_s``: see :meth:`Optimizer.tell`.
 
     ``min_trials`` (smac-mf only): fewest observations at one budget for SMAC to fit its random
     forest on that budget; SMAC fits on the highest budget having at least this many. SMAC's
@@ -308,7 +424,7 @@ def make_optimizer(
         kwargs["config_selector"] = _config_selector_cls()(scenario, retrain_after=8, max_new_config_tries=16,
                                                                  min_trials=int(min_trials))
     facade = facade_cls(scenario, target_function=None, **kwargs)
-    return Optimizer(kind, facade, scenario, max_budget=max_budget)
+    return Optimizer(kind, facade, scenario, max_budget=max_budget, save_interval_s=save_interval_s)
 
 
 # metrics copied into SMAC's additional_info (DeepCAVE shows them per trial)

@@ -33,15 +33,17 @@ BASE_COLUMNS = [
 ]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
+    """``fsync=False`` for files that a power loss may take back without harm (a killed process
+    cannot: the rename is atomic either way)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path) as fh:
+    with atomic_open(path, fsync=fsync) as fh:
         fh.write(data)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
+    atomic_write_bytes(path, text.encode(), fsync=fsync)
 
 
 def _jsonable(v: Any) -> Any:
@@ -61,8 +63,8 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+def atomic_write_json(path: Path, obj: Any, fsync: bool = True) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n", fsync=fsync)
 
 
 def read_json(path: Path) -> Any:
@@ -126,28 +128,54 @@ class RunDir:
         out.sort(key=lambda r: r["trial_id"])
         return out
 
-    def write_trial(self, rec: dict) -> None:
-        atomic_write_json(self.trial_dir(rec["trial_id"]) / "trial.json", rec)
+    def write_trial(self, rec: dict, fsync: bool = True) -> None:
+        atomic_write_json(self.trial_dir(rec["trial_id"]) / "trial.json", rec, fsync=fsync)
 
     def write_table(self, records: Iterable[dict] | None = None) -> Path:
+        """Rewrite trials.csv in full: one row per finished trial, columns the union over rows."""
         records = self.trial_records() if records is None else list(records)
         rows = [table_row(r) for r in records if r.get("status") in FINISHED]
-        metric_cols: list[str] = []
-        cfg_cols: list[str] = []
-        for r in rows:
-            for k in r:
-                if k.startswith("val_") and k not in metric_cols:
-                    metric_cols.append(k)
-                elif k.startswith("cfg.") and k not in cfg_cols:
-                    cfg_cols.append(k)
-        cols = BASE_COLUMNS + sorted(metric_cols) + sorted(cfg_cols)
+        cols = table_columns(rows)
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+            w.writerow(_csv_values(r, cols))
         atomic_write_text(self.table_file, buf.getvalue())
+        self._table_columns = cols
         return self.table_file
+
+    def append_table_row(self, rec: dict, records: Iterable[dict]) -> None:
+        """Add the finished trial ``rec`` to trials.csv as one appended line (O(1) per trial).
+
+        The file is rewritten in full from ``records`` instead when this RunDir has not written it
+        yet (so a line torn by a killed run is repaired once per run) or when the row has a column
+        the header lacks (e.g. the first successful trial after crashed ones)."""
+        row = table_row(rec)
+        cols = getattr(self, "_table_columns", None)
+        if cols is None or not self.table_file.exists() or not set(row) <= set(cols):
+            self.write_table(records)
+            return
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore").writerow(_csv_values(row, cols))
+        with open(self.table_file, "a", encoding="utf-8", newline="") as fh:
+            fh.write(buf.getvalue())
+
+
+def table_columns(rows: list[dict]) -> list[str]:
+    metric_cols: list[str] = []
+    cfg_cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k.startswith("val_") and k not in metric_cols:
+                metric_cols.append(k)
+            elif k.startswith("cfg.") and k not in cfg_cols:
+                cfg_cols.append(k)
+    return BASE_COLUMNS + sorted(metric_cols) + sorted(cfg_cols)
+
+
+def _csv_values(row: dict, cols: list[str]) -> dict:
+    return {k: ("" if row.get(k) is None else row.get(k)) for k in cols}
 
 
 def table_row(rec: dict) -> dict:

@@ -31,6 +31,7 @@ from mfhpo.study.security import check_security_files, scheduler_note
 from mfhpo.study.space import (build_space_spec, config_to_flat, default_flat, full_flat, materialize,
                                to_configspace, _max_layers)
 
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: ~10x faster, same YAML
 STATUS_NAMES = {"SUCCESS": "SUCCESS", "CRASHED": "CRASHED", "MEMORYOUT": "MEMORYOUT", "TIMEOUT": "TIMEOUT"}
 
 
@@ -123,6 +124,11 @@ def _no_prompt(where: str):
 
 
 class StudyRun:
+    #: what each Dask worker runs for one trial (benchmarks/driver_scale.py substitutes a simulated trial)
+    trial_fn = staticmethod(run_trial)
+    #: ``trace(event, seconds, cpu_seconds)`` for the dispatcher's timings (mfhpo.study.dispatcher), or None
+    trace = None
+
     def __init__(self, study: StudyConfig, rd: RunDir, kind: str, trials: Optional[int], progress: bool):
         self.study = study
         self.rd = rd
@@ -132,6 +138,12 @@ class StudyRun:
         self.wall_cap = study.budget.wall_time
         self.gpu_cap = study.budget.gpu_hours
         self.records: dict[int, dict] = {r["trial_id"]: r for r in rd.trial_records()}
+        # finished trials per stage and their summed wall time, kept as the results come in: the
+        # optimizer thread reads them (may_start) while the main thread adds records
+        self._done: dict[Any, int] = {}
+        self._done_s = 0.0
+        for r in self.records.values():
+            self._count_finished(r)
         self.next_id = max([0] + list(self.records) + [int(p.name) for p in rd.trials_dir.glob("[0-9]*")
                                                           if p.name.isdigit()]) + 1
         self.state = rd.read_state()
@@ -145,16 +157,21 @@ class StudyRun:
     def elapsed(self) -> float:
         return self.elapsed_before + (time.time() - self.t0)
 
+    def _count_finished(self, rec: dict) -> None:
+        """Count ``rec`` if it is finished (once per trial: when its result is recorded)."""
+        if rec.get("status") in FINISHED:
+            self._done[rec.get("stage")] = self._done.get(rec.get("stage"), 0) + 1
+            self._done_s += float((rec.get("timings") or {}).get("total_s") or 0.0)
+
     def device_hours(self, inflight: dict | None = None) -> float:
-        s = sum(float((r.get("timings") or {}).get("total_s") or 0.0) for r in self.records.values()
-                if r.get("status") in FINISHED)
+        s = self._done_s
         if inflight:
             now = time.time()
-            s += sum(now - p.submitted for p in inflight.values())
+            s += sum(now - p.submitted for p in list(inflight.values()))  # list(): one atomic copy
         return s / 3600.0
 
     def n_finished(self, stage: str | None = None) -> int:
-        return sum(1 for r in self.records.values() if r.get("status") in FINISHED and (stage is None or r.get("stage") == stage))
+        return sum(self._done.values()) if stage is None else self._done.get(stage, 0)
 
     def stage_plan(self) -> list[tuple[str, float, float]]:
         """(stage, share start, share end) of the whole budget."""
@@ -278,7 +295,7 @@ class StudyRun:
                                  seed=study.seed, output_dir=rd.smac_dir, name=stage,
                                  n_trials=study.optimizer_options.max_trials_scenario,
                                  initial_design=study.optimizer_options.initial_design, crash_cost=crash_cost,
-                                 overwrite=False)
+                                 overwrite=False, save_interval_s=study.optimizer_options.smac_save_s)
         # finished trials SMAC's saved state missed (killed between trial.json and tell): tell them now
         rh = opt.runhistory
         told = 0
@@ -296,6 +313,8 @@ class StudyRun:
                     continue
             opt.tell(TrialInfo(config=config, seed=r.get("smac_seed"), budget=r.get("smac_budget")), value_of(r))
             told += 1
+        if told:
+            self.align_config_ids(stage_recs(), cs, opt)
         if resumed["dropped"] or resumed["completed"] or told:
             self.note(f"stage {stage}: resumed SMAC state ({resumed['dropped']} interrupted trial(s) re-queued, "
                       f"{resumed['completed'] + told} finished trial(s) restored)")
@@ -337,7 +356,9 @@ class StudyRun:
                 if prev:
                     best = max(prev, key=lambda r: (float(r["budget"]), r["trial_id"]))
                     init, from_trial = best["checkpoint"], best["trial_id"]
-            atomic_write_text(tdir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            # not fsynced (like the RUNNING trial.json below): a trial lost to a power cut is re-run
+            atomic_write_text(tdir / "config.yaml", yaml.dump(cfg.model_dump(mode="json"), Dumper=_YAML_DUMPER,
+                                                              sort_keys=False), fsync=False)
             vec = [None if (v is None or (isinstance(v, float) and math.isnan(v))) else float(v)
                    for v in info.config.get_array().tolist()]
             time_limit = study.trial_time_limit
@@ -355,7 +376,7 @@ class StudyRun:
                    "cost": None, "searched": searched, "params": params, "config": cfg.model_dump(mode="json"),
                    "init_checkpoint": init, "warm_start_from_trial": from_trial, "submitted_at": now_iso()}
             self.records[tid] = rec
-            rd.write_trial(rec)
+            rd.write_trial(rec, fsync=False)
             if self.view:
                 self.view.started(rec)
             mirror.started(rec)
@@ -387,8 +408,9 @@ class StudyRun:
             rec["epoch_equivalents"] = trained * float(rec["subset_fraction"])
             train_s = float((rec.get("timings") or {}).get("train_s") or 0.0)
             rec["time_saved_s"] = from_epoch * train_s / trained if trained and from_epoch else 0.0
+            self._count_finished(rec)
             rd.write_trial(rec)
-            rd.write_table(self.records.values())
+            rd.append_table_row(rec, self.records.values())
             if self.view:
                 self.view.finished(rec)
             mirror.finished(rec)
@@ -402,8 +424,9 @@ class StudyRun:
                 self.view.refresh()
             self.save_state()
 
-        disp = Dispatcher(handle.client, opt, run_trial, prepare=prepare, finish=finish, may_start=may_start,
-                          n_slots=handle.n_slots, prefetch=study.optimizer_options.prefetch, tick=tick)
+        disp = Dispatcher(handle.client, opt, self.trial_fn, prepare=prepare, finish=finish, may_start=may_start,
+                          n_slots=handle.n_slots, prefetch=study.optimizer_options.prefetch, tick=tick,
+                          trace=self.trace)
         disp_ref["d"] = disp
         summary = disp.run()
         if summary.get("exhausted"):
@@ -420,12 +443,36 @@ class StudyRun:
                                                                  "best_flat": best}
         self.save_state(force=True)
 
+    def align_config_ids(self, recs: list[dict], cs, opt) -> None:
+        """After re-telling finished trials that SMAC's saved state missed, SMAC has numbered their
+        configurations afresh: record SMAC's ids so that warm starts (matched by config_id) and
+        resume never confuse two configurations."""
+        from ConfigSpace import Configuration
+
+        rh = opt.runhistory
+        for r in recs:
+            try:
+                config = Configuration(cs, values=r["searched"])
+            except Exception:
+                continue
+            if rh.has_config(config):
+                cid = rh.get_config_id(config)
+                if r.get("config_id") != cid:
+                    r["config_id"] = cid
+                    self.rd.write_trial(r)
+
+    def start_cluster(self, ccfg):
+        """Start the study's Dask cluster (benchmarks/driver_scale.py substitutes simulated workers)."""
+        from mfhpo.study.clusters import start_cluster
+
+        return start_cluster(ccfg, self.rd.root, base_dir=self.study.base_dir)
+
     def note(self, msg: str) -> None:
         print(f"[mfhpo] {msg}", flush=True)
 
     # ---- main --------------------------------------------------------------------------------
     def run(self, workers: Optional[int]) -> dict:
-        from mfhpo.study.clusters import install_signal_handlers, load_cluster_config, start_cluster
+        from mfhpo.study.clusters import install_signal_handlers, load_cluster_config
         from mfhpo.study.dashboard import dask_dashboard_lines, quiet_dask_port_warning
         from mfhpo.study.progress import ProgressView
 
@@ -468,7 +515,7 @@ class StudyRun:
             self.note(note)
         install_signal_handlers()
         quiet_dask_port_warning()
-        handle = start_cluster(ccfg, rd.root, base_dir=study.base_dir)
+        handle = self.start_cluster(ccfg)
         try:
             self.note(scheduler_note(handle))
             self.note(f"study {study.name}: optimizer {self.kind}, mode {study.mode}, cost = {study.metric.describe()}")
