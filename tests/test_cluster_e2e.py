@@ -107,7 +107,7 @@ def test_study_on_slurm_finishes(slurm, tmp_path):
     print(f"\n[measure] e2e study (4 toy trials, 2 Slurm jobs) took {dt:.1f} s")
     assert p.returncode == 0, out[-3000:]
     print(out[-1500:])
-    assert "dashboard:" in out and "tunnel: ssh -N -L" in out
+    assert "Dask dashboard: http" in out and "from your laptop: ssh -N -L" in out
     rows = _rows(rundir)
     assert len(rows) == 4 and all(r["status"] == "SUCCESS" for r in rows), rows
     # every trial ran on a Dask worker of a dask-jobqueue Slurm job

@@ -368,7 +368,8 @@ def test_check_shows_ladder_cluster_and_job_script_and_runs_nothing(tmp_path, fr
         main(["run", str(p), "--check"])
     out, err = capsys.readouterr()
     assert ei.value.code == 0, err
-    assert "elements Ag, Au, C, Cu, H, Ni, O, Pd, Pt" in out
+    elements = ", ".join(sorted({s for a in frames for s in a.get_chemical_symbols()}))
+    assert f"elements {elements}" in out and len(elements.split(", ")) >= 4
     assert "corner configurations materialised" in out
     # budgets 1.111, 3.333, 10 -> whole epochs, the rounding stated
     assert "budget 1.111: 1 epochs" in out and "(epochs 3.333 rounded to 3)" in out and "budget 10: 10 epochs" in out
