@@ -347,6 +347,29 @@ def resume_cleanup(state_dir: Path, keep: Callable[[dict], dict | None] | None =
     return {"dropped": dropped, "completed": completed}
 
 
+def _seed_reproducible(facade) -> None:
+    """Make a seeded SMAC run reproducible across processes.
+
+    SMAC's local search collects its start points in a ``set`` of configurations
+    (``LocalSearch._get_initial_points``) and walks them in set order: ``Configuration.__hash__``
+    hashes its repr, a string, so the order (and with it every model-based proposal) changes with
+    Python's per-process hash seed. The same study with the same seed then proposed different
+    configurations from its first model-based trial on. Here the start points are walked in the
+    order of their encoded values instead.
+    """
+    from smac.acquisition.maximizer.local_search import LocalSearch
+
+    class OrderedStartLocalSearch(LocalSearch):
+        def _get_initial_points(self, *args, **kwargs):
+            points = super()._get_initial_points(*args, **kwargs)
+            return sorted(points, key=lambda c: tuple(float(x) if x == x else -1.0 for x in c.get_array()))
+
+    maximizer = getattr(facade._config_selector, "_acquisition_maximizer", None)
+    local = getattr(maximizer, "_local_search", None)
+    if local is not None and type(local) is LocalSearch:
+        local.__class__ = OrderedStartLocalSearch
+
+
 def make_optimizer(
     kind: str,
     configspace,
@@ -424,6 +447,7 @@ def make_optimizer(
         kwargs["config_selector"] = _config_selector_cls()(scenario, retrain_after=8, max_new_config_tries=16,
                                                                  min_trials=int(min_trials))
     facade = facade_cls(scenario, target_function=None, **kwargs)
+    _seed_reproducible(facade)
     return Optimizer(kind, facade, scenario, max_budget=max_budget, save_interval_s=save_interval_s)
 
 
