@@ -123,13 +123,16 @@ class Dispatcher:
     * ``finish(pending, result | None, error | None) -> TrialValue``: record the outcome, return
       what SMAC is told
     * ``may_start(n_active) -> bool``: budget check before asking / submitting one more trial
-    * ``n_slots() -> int``: trial slots now available in the cluster
+    * ``n_slots() -> int``: trial slots now available in the cluster; asked at most every
+      ``slots_every_s`` seconds (it is a scheduler round trip: 20-30 ms with 256 workers, which
+      every loop turn paid before), and again at once after a trial's worker was lost
     * ``tick(dispatcher)``: called every loop (progress display)
     """
 
     def __init__(self, client, optimizer, fn: Callable, *, prepare, finish, may_start, n_slots,
                  prefetch: int = 1, tick: Callable | None = None, poll_s: float = 0.5,
-                 resources: dict | None = None, trace: Optional[Callable[[str, float, float], None]] = None):
+                 resources: dict | None = None, trace: Optional[Callable[[str, float, float], None]] = None,
+                 slots_every_s: float = 1.0):
         self.client = client
         self.opt = optimizer
         self.fn = fn
@@ -146,6 +149,16 @@ class Dispatcher:
         self.wake: "queue.Queue" = queue.Queue()
         self.n_done = 0
         self.busy_s = 0.0
+        self.slots_every_s = slots_every_s
+        self._slots = (0, -float("inf"))  # (count, when counted)
+
+    def _slot_count(self) -> int:
+        count, when = self._slots
+        now = time.monotonic()
+        if now - when >= self.slots_every_s:
+            count = self._timed("slots", self.n_slots)
+            self._slots = (count, now)
+        return count
 
     def _active(self) -> int:
         return len(self.inflight) + self._thread.ready.qsize()
@@ -190,6 +203,8 @@ class Dispatcher:
                 error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         except BaseException as exc:  # noqa: BLE001
             error = f"{type(exc).__name__}: {exc}"
+        if error is not None:
+            self._slots = (0, -float("inf"))  # a worker may be gone: count the slots again
         value = self._timed("finish", self.finish, p, result, error)
         self.n_done += 1
         if result is not None:
@@ -211,7 +226,7 @@ class Dispatcher:
                 if self._thread.error is not None:
                     raise self._thread.error
                 # submit asked trials into free slots
-                slots = self._timed("slots", self.n_slots)
+                slots = self._slot_count()
                 while len(self.inflight) < slots and not self._thread.ready.empty():
                     if not self.may_start(len(self.inflight)):
                         break
