@@ -31,9 +31,10 @@ def featurize(
     device: str = typer.Option("cpu", help="cpu, cuda or auto"),
 ) -> None:
     """Compute GMP fingerprints for every frame of STRUCTURES."""
-    from mfhpo.gmp.command import featurize_command
+    from mfhpo.gmp.command import featurize_file
 
-    featurize_command(structures, setting, out, derivatives=derivatives, dtype=dtype, device=device, dense=dense)
+    typer.echo(featurize_file(structures, setting, out, derivatives=derivatives, dtype=dtype, device=device,
+                              dense=dense).summary())
 
 
 @app.command("demo-data")
@@ -94,9 +95,10 @@ def run(
 ) -> None:
     """Run (or resume) a study."""
     if check:
-        from mfhpo.study.check import check_command
+        from mfhpo.study.check import check_study
 
-        check_command(study, workers=workers, optimizer=optimizer, rundir=rundir)
+        for line in check_study(study, workers=workers, optimizer=optimizer, rundir=rundir).lines:
+            typer.echo(line)
         return
     from mfhpo.study.lock import lock_for_study
 
@@ -120,9 +122,12 @@ def dashboard(
     port: int = typer.Option(8080, "--port", help="port on 127.0.0.1 (a free one when taken)"),
 ) -> None:
     """Serve optuna-dashboard on the study's live Optuna mirror (<rundir>/optuna/journal.log)."""
-    from mfhpo.study.dashboard import dashboard_command
+    from mfhpo.study.dashboard import open_dashboard
 
-    dashboard_command(rundir, port=port)
+    server = open_dashboard(rundir, port=port)
+    for line in server.lines():
+        typer.echo(line)
+    server.serve()
 
 
 @app.command()
@@ -144,9 +149,13 @@ def bundle(
     out: Path = typer.Option(..., "--out", help="bundle directory (bundle.zip and its unpacked files)"),
 ) -> None:
     """Pack one training (e.g. a longer training of a study's incumbent) into a reproducibility bundle."""
-    from mfhpo.study.bundle import bundle_command
+    from mfhpo.study.bundle import bundle_training
 
-    bundle_command(train_dir, data, study, out)
+    man = bundle_training(train_dir, data, study, out)
+    val = man["chain"][0]["val"] or {}
+    typer.echo(f"bundled {train_dir}: {man['epochs']} epochs, val energy MAE {val.get('energy_mae', float('nan')):.5g} eV, "
+               f"force MAE (free atoms) {val.get('force_mae_free', float('nan')):.5g} eV/A")
+    typer.echo(f"wrote {Path(out) / 'bundle.zip'} (reproduce: unzip, bash retrain.sh OUT --data {Path(data).name})")
 
 
 @app.command()
@@ -157,17 +166,18 @@ def report(
                                       help="link figures/*.png from report.html instead of embedding them"),
 ) -> None:
     """Write an HTML + Markdown report for one or more studies."""
-    from mfhpo.report import report_command
+    from mfhpo.report.build import build_report
 
-    report_command(rundirs, out, link_figures)
+    res = build_report([Path(r) for r in rundirs], Path(out), embed=not link_figures)
+    typer.echo(f"wrote {res['html']} ({len(res['figures'])} figures) and {res['markdown']}")
 
 
 @app.command("cluster-script")
 def cluster_script(study: Path = typer.Argument(..., help="study YAML")) -> None:
     """Print the batch job script the study's cluster section would submit."""
-    from mfhpo.study.clusters import cluster_script_command
+    from mfhpo.study.clusters import cluster_script
 
-    cluster_script_command(study)
+    typer.echo(cluster_script(study))
 
 
 def main(argv: list[str] | None = None) -> None:

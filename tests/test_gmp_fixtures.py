@@ -133,14 +133,15 @@ def test_ordernorm_rotation_invariant_on_aspirin():
 @pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
 def test_featurize_command_files_match_amptorch(tmp_path, dense):
     """``mfhpo featurize --derivatives`` files, in either layout, against the fixtures' dense dfp."""
-    from mfhpo.gmp.command import dense_from_file, featurize_command
+    from mfhpo.gmp.command import dense_from_file, featurize_file
 
     root = shared_path("fixtures", "gmp")
     for set_ in ("oc20_10", "aspirin_5"):
         setting, images, ref, _ = _load("a_seed", set_)
-        out = featurize_command(root / "structures" / f"{set_}.traj", root / "a_seed" / "setting.json",
-                                tmp_path / f"{set_}.npz", derivatives=True, dense=dense)
-        z = np.load(out)
+        out = featurize_file(root / "structures" / f"{set_}.traj", root / "a_seed" / "setting.json",
+                             tmp_path / f"{set_}.npz", derivatives=True, dense=dense)
+        assert out.n_structures == len(images) and out.derivatives == ("dense" if dense else "sparse")
+        z = np.load(out.path)
         assert str(z["layout"]) == ("dense" if dense else "sparse")
         assert z["natoms"].tolist() == [len(a) for a in images]
         checked = 0

@@ -1,4 +1,4 @@
-"""``mfhpo featurize``: fingerprints of every frame of a structure file, written to one ``.npz``.
+"""``mfhpo featurize`` (:func:`featurize_file`): fingerprints of every frame of a structure file, written to one ``.npz``.
 
 File layout (docs/featurizer.md, "The featurize command"): ``natoms`` (nimg,), ``layout``
 (``"sparse"`` or ``"dense"``), per image ``fp_000`` (natoms, nfeat) and with derivatives either the
@@ -10,6 +10,7 @@ natoms, 3) = d fp[i, f] / d r[j, a], the fixtures' layout.
 from __future__ import annotations
 
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,24 @@ from mfhpo.data import geometry_problem, read_structures
 from mfhpo.errors import MfhpoError
 
 
-def featurize_command(structures, setting, out, derivatives: bool = False, dtype: str = "float64",
-                      device: str = "cpu", dense: bool = False) -> Path:
-    """Featurize every frame of ``structures`` with the AMPTorch-style ``setting`` JSON into ``out``."""
+@dataclass(frozen=True)
+class FeaturizedFile:
+    """What :func:`featurize_file` wrote."""
+
+    path: Path
+    n_structures: int
+    n_features: int
+    derivatives: str  # "", "sparse" or "dense"
+
+    def summary(self) -> str:
+        kind = f" + {self.derivatives} derivatives" if self.derivatives else ""
+        return f"wrote {self.n_structures} structures x {self.n_features} features{kind} to {self.path}"
+
+
+def featurize_file(structures, setting, out, derivatives: bool = False, dtype: str = "float64",
+                   device: str = "cpu", dense: bool = False) -> FeaturizedFile:
+    """Featurize every frame of ``structures`` with the AMPTorch-style ``setting`` JSON into ``out``
+    (``.npz`` appended when missing); every frame is validated before anything is computed."""
     from mfhpo.gmp.featurizer import featurize_many
     from mfhpo.gmp.setting import GMPSetting
 
@@ -55,9 +71,7 @@ def featurize_command(structures, setting, out, derivatives: bool = False, dtype
                            source=str(structures))
     with atomic_open(out, fsync=False, suffix=".npz") as fh:
         write_npz(fh, feats, derivatives=derivatives, dense=dense)
-    kind = (" + dense derivatives" if dense else " + sparse derivatives") if derivatives else ""
-    print(f"wrote {len(images)} structures x {gs.nfeat} features{kind} to {out}")
-    return out
+    return FeaturizedFile(out, len(images), gs.nfeat, ("dense" if dense else "sparse") if derivatives else "")
 
 
 def write_npz(fh, feats, derivatives: bool, dense: bool = False) -> None:

@@ -9,7 +9,7 @@ import importlib
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["report_command", "build_report", "load_study", "load_trials", "Study"]
+__all__ = ["build_report", "load_study", "load_trials", "Study"]
 _LAZY = {"build_report": "mfhpo.report.build", "load_study": "mfhpo.report.load", "load_trials": "mfhpo.report.load",
          "Study": "mfhpo.report.load"}
 
@@ -21,11 +21,3 @@ def __getattr__(name: str):
         return importlib.import_module(f"mfhpo.report.{name}")
     except ModuleNotFoundError:
         raise AttributeError(f"module 'mfhpo.report' has no attribute {name!r}") from None
-
-
-def report_command(rundirs: Sequence[Path], out: Path, link_figures: bool = False) -> None:
-    """Write ``out``/report.html, ``out``/summary.md and ``out``/figures/*.png."""
-    from mfhpo.report.build import build_report
-
-    res = build_report([Path(r) for r in rundirs], Path(out), embed=not link_figures)
-    print(f"wrote {res['html']} ({len(res['figures'])} figures) and {res['markdown']}")

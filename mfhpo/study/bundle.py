@@ -99,12 +99,3 @@ def bundle_training(train_dir: Path, data: Path, study: Optional[Path], out: Pat
             z.write(train_dir / "learning_curve.csv", "learning_curve.csv")
     tmp.replace(bundle)
     return manifest
-
-
-def bundle_command(train_dir: Path, data: Path, study: Optional[Path], out: Path) -> dict:
-    man = bundle_training(train_dir, data, study, out)
-    val = man["chain"][0]["val"] or {}
-    print(f"bundled {train_dir}: {man['epochs']} epochs, val energy MAE {val.get('energy_mae', float('nan')):.5g} eV, "
-          f"force MAE (free atoms) {val.get('force_mae_free', float('nan')):.5g} eV/A")
-    print(f"wrote {Path(out) / 'bundle.zip'} (reproduce: unzip, bash retrain.sh OUT --data {Path(data).name})")
-    return man

@@ -8,7 +8,7 @@ cluster starts; ``mfhpo run STUDY --check`` prints it and stops).
 * :func:`check_elements`: the GMP setting of every distinct corner descriptor built for the data's
   elements (density files, channels).
 * :func:`budget_ladder`: the Hyperband rungs as epochs and training subset, with any rounding stated.
-* :func:`check_command`: the ``--check`` report (data, corners, ladder, cluster, job script).
+* :func:`check_study`: the ``--check`` report (data, corners, ladder, cluster, job script).
 
 Data files themselves are validated when loaded (:mod:`mfhpo.data`: elements, coordinate and cell
 bounds, labels per frame).
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -210,9 +210,22 @@ def rounding_note(fid) -> Optional[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def check_command(study_path: Path, *, workers: Optional[int] = None, optimizer: Optional[str] = None,
-                  rundir: Optional[Path] = None) -> dict:
-    """``mfhpo run STUDY --check``: validate everything a run would, print it, run no trial."""
+@dataclass
+class CheckReport:
+    """What ``mfhpo run STUDY --check`` found: the study, its counts and the lines it shows."""
+
+    study: Any
+    corners: int
+    ladder: list
+    cluster: Any
+    provenance: dict
+    lines: list[str] = field(default_factory=list)
+
+
+def check_study(study_path: Path, *, workers: Optional[int] = None, optimizer: Optional[str] = None,
+                rundir: Optional[Path] = None) -> CheckReport:
+    """``mfhpo run STUDY --check``: validate everything a run would (data, corners, ladder, cluster,
+    credentials) without running a trial; the report's ``lines`` describe it."""
     from mfhpo.study.clusters import job_script, load_cluster_config, local_worker_plan
     from mfhpo.study.config import load_study
     from mfhpo.study.rundir import RunDir
@@ -239,38 +252,37 @@ def check_command(study_path: Path, *, workers: Optional[int] = None, optimizer:
 
     check_security_files(ccfg, study.base_dir, source=str(study.path))
 
-    print(f"study {study.name} ({study.path}): optimizer {kind}, mode {study.mode}, cost = {study.metric.describe()}")
+    lines: list[str] = []
+    lines.append(f"study {study.name} ({study.path}): optimizer {kind}, mode {study.mode}, cost = {study.metric.describe()}")
     tr = prov["train"]
     sp = prov["split"]
-    print(f"data: {Path(paths['train']).name if tr.get('generated_demo') else paths['train']}: "
+    lines.append(f"data: {Path(paths['train']).name if tr.get('generated_demo') else paths['train']}: "
           f"{tr['n_structures']} structures, elements {', '.join(elements)}, hash {tr['hash']}; split "
           f"{sp['n_train']} train / {sp['n_val']} val / {sp['n_test']} test")
     if prov.get("test"):
-        print(f"test file: {prov['test']['path']}: {prov['test']['n_structures']} structures")
-    print(f"search space: {len(spec.tunable())} searched parameter(s); {len(corners)} corner configurations "
+        lines.append(f"test file: {prov['test']['path']}: {prov['test']['n_structures']} structures")
+    lines.append(f"search space: {len(spec.tunable())} searched parameter(s); {len(corners)} corner configurations "
           f"materialised, {n_desc} distinct descriptor(s) built for the data's elements")
-    print("budget ladder (Hyperband rungs):")
-    for line in ladder_lines(study.fidelity):
-        print(line)
-    print(f"run directory: {root}")
+    lines.append("budget ladder (Hyperband rungs):")
+    lines.extend(ladder_lines(study.fidelity))
+    lines.append(f"run directory: {root}")
     if ccfg.is_job_cluster:
         n = (f"adaptive {ccfg.adaptive.minimum}..{ccfg.adaptive.maximum}" if ccfg.adaptive
              else str(ccfg.jobs if ccfg.jobs is not None else 1))
-        print(f"cluster: {ccfg.kind}, jobs {n}, {ccfg.gpus_per_job} GPU / {ccfg.cpus_per_job} CPU / {ccfg.memory} "
+        lines.append(f"cluster: {ccfg.kind}, jobs {n}, {ccfg.gpus_per_job} GPU / {ccfg.cpus_per_job} CPU / {ccfg.memory} "
               f"per job, walltime {ccfg.walltime}, security {security_label(ccfg)}; job script:")
         with tempfile.TemporaryDirectory(prefix="mfhpo-check-") as tmp:
             # dask-jobqueue creates the log directory when it renders a script: render it in a scratch
             # folder, then show the run directory's paths
             script = job_script(ccfg, rundir=Path(tmp) / "run", base_dir=study.base_dir)
-            print(script.replace(str(Path(tmp) / "run"), str(root)))
+            lines.append(script.replace(str(Path(tmp) / "run"), str(root)))
     else:
         plan = local_worker_plan(ccfg)
         gpus = [p["gpu"] for p in plan if p["gpu"] is not None]
-        print(f"cluster: local, {len(plan)} worker(s)" + (f" on GPU(s) {', '.join(gpus)}" if gpus else " on the CPU")
+        lines.append(f"cluster: local, {len(plan)} worker(s)" + (f" on GPU(s) {', '.join(gpus)}" if gpus else " on the CPU")
               + f", security {security_label(ccfg)}")
-    print("check passed: no trial was run")
-    return {"study": study, "corners": len(corners), "ladder": budget_ladder(study.fidelity), "cluster": ccfg,
-            "provenance": prov}
+    lines.append("check passed: no trial was run")
+    return CheckReport(study, len(corners), budget_ladder(study.fidelity), ccfg, prov, lines)
 
 
 def security_label(ccfg) -> str:

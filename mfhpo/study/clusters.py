@@ -17,7 +17,7 @@ Public interface (used by ``mfhpo.study.runner``):
   :func:`load_cluster_config` validates a mapping and raises one-line :class:`MfhpoError` s.
 * :func:`start_cluster` -> :class:`ClusterHandle` (``.client``, ``.dashboard_link``,
   ``.tunnel_command``, ``.n_slots()``, ``.close()``).
-* :func:`job_script` and :func:`cluster_script_command` (``mfhpo cluster-script``).
+* :func:`job_script` and :func:`cluster_script` (``mfhpo cluster-script``).
 """
 
 from __future__ import annotations
@@ -381,8 +381,9 @@ def job_script(cfg: ClusterConfig, *, rundir: Optional[Path] = None, base_dir: O
     return job.job_script()
 
 
-def cluster_script_command(study_path: Path) -> None:
-    """``mfhpo cluster-script STUDY.yaml``: print the job script of the study's ``cluster:`` section."""
+def cluster_script(study_path: Path) -> str:
+    """``mfhpo cluster-script STUDY.yaml``: the job script of the study's ``cluster:`` section, with a
+    header line (or, for a local cluster, why there is none)."""
     from mfhpo.config import load_yaml
 
     study_path = Path(study_path)
@@ -390,15 +391,12 @@ def cluster_script_command(study_path: Path) -> None:
     cfg = load_cluster_config(doc.get("cluster"), source=str(study_path))
     name = doc.get("name") or study_path.stem
     if not cfg.is_job_cluster:
-        print(
-            f"# study {name}: cluster kind 'local' runs {len(local_worker_plan(cfg))} worker(s) on this "
-            "machine; there is no batch job script.\n"
-            "# Set cluster.kind to slurm, pbs, sge or lsf to run trials as batch jobs (docs/clusters.md)."
-        )
-        return
+        return (f"# study {name}: cluster kind 'local' runs {len(local_worker_plan(cfg))} worker(s) on this "
+                "machine; there is no batch job script.\n"
+                "# Set cluster.kind to slurm, pbs, sge or lsf to run trials as batch jobs (docs/clusters.md).")
     n = f"adaptive {cfg.adaptive.minimum}..{cfg.adaptive.maximum}" if cfg.adaptive else str(cfg.jobs if cfg.jobs is not None else 1)
-    print(f"# study {name}: {cfg.kind} job script, one Dask worker (= one trial at a time) per job; jobs: {n}")
-    print(job_script(cfg, rundir=Path("runs") / str(name), base_dir=study_path.resolve().parent))
+    return (f"# study {name}: {cfg.kind} job script, one Dask worker (= one trial at a time) per job; jobs: {n}\n"
+            + job_script(cfg, rundir=Path("runs") / str(name), base_dir=study_path.resolve().parent))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -803,7 +801,7 @@ def install_signal_handlers() -> None:
 
 __all__ = [
     "AdaptiveSpec", "ClusterConfig", "ClusterHandle", "load_cluster_config", "format_cluster_error",
-    "start_cluster", "job_script", "jobqueue_kwargs", "cluster_script_command", "cancel_jobs",
+    "start_cluster", "job_script", "jobqueue_kwargs", "cluster_script", "cancel_jobs",
     "queued_jobs", "tunnel_command", "detect_gpus", "local_worker_plan", "worker_resources",
     "install_signal_handlers",
 ]

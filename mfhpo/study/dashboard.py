@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -87,9 +88,59 @@ def sync_mirror(rundir: Path, note=print) -> int:
     return added
 
 
-def dashboard_command(rundir: Path, host: str = "127.0.0.1", port: int = 8080, serve: bool = True) -> dict:
-    """``mfhpo dashboard runs/<study>``: serve optuna-dashboard on the study's Optuna mirror."""
-    from mfhpo.study.optuna_mirror import INSTALL_HINT, journal_path, open_storage
+@dataclass
+class DashboardServer:
+    """optuna-dashboard on a study's Optuna mirror, bound to ``host:port`` (not yet serving)."""
+
+    root: Path
+    host: str
+    port: int
+    added: int  # finished trials added to the mirror before serving
+    journal: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/dashboard/"
+
+    def lines(self) -> list[str]:
+        out = [f"[mfhpo] added {self.added} finished trial(s) to {self.journal}"] if self.added else []
+        out.append(f"optuna-dashboard: {self.url}  (storage {self.journal}; Ctrl-C stops it)")
+        if os.environ.get("SSH_CONNECTION"):
+            user = os.environ.get("USER", "you")
+            out.append(f"  from your laptop: ssh -N -L {self.port}:localhost:{self.port} {user}@{socket.getfqdn()}  "
+                       f"then open http://localhost:{self.port}/dashboard/")
+        return out
+
+    def serve(self) -> None:
+        """Serve until Ctrl-C (threads per request, no line per request)."""
+        from socketserver import ThreadingMixIn
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+        import optuna_dashboard
+
+        from mfhpo.study.optuna_mirror import open_storage
+
+        class _Quiet(WSGIRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+        class _Threading(ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+
+        app = optuna_dashboard.wsgi(open_storage(self.root, create=False))
+        httpd = make_server(self.host, self.port, app, server_class=_Threading, handler_class=_Quiet)
+        try:
+            httpd.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            httpd.server_close()
+
+
+def open_dashboard(rundir: Path, host: str = "127.0.0.1", port: int = 8080) -> DashboardServer:
+    """``mfhpo dashboard runs/<study>``: bring the study's Optuna mirror up to date and pick a free
+    port (``port`` or the next free one); :meth:`DashboardServer.serve` then serves it."""
+    from mfhpo.study.optuna_mirror import INSTALL_HINT, journal_path
     from mfhpo.study.rundir import RunDir
 
     rd = RunDir(Path(rundir))
@@ -98,37 +149,8 @@ def dashboard_command(rundir: Path, host: str = "127.0.0.1", port: int = 8080, s
     if not rd.exists():
         raise MfhpoError(f"{rundir}: not a study run directory (no state.json)")
     try:
-        import optuna_dashboard
+        import optuna_dashboard  # noqa: F401
     except ImportError:
         raise MfhpoError(f"mfhpo dashboard needs optuna and optuna-dashboard: {INSTALL_HINT}") from None
     added = sync_mirror(rd.root)
-    if added:
-        print(f"[mfhpo] added {added} finished trial(s) to {journal_path(rd.root)}", flush=True)
-    port = _free_port(host, port)
-    url = f"http://{host}:{port}/dashboard/"
-    print(f"optuna-dashboard: {url}  (storage {journal_path(rd.root)}; Ctrl-C stops it)", flush=True)
-    if os.environ.get("SSH_CONNECTION"):
-        user = os.environ.get("USER", "you")
-        print(f"  from your laptop: ssh -N -L {port}:localhost:{port} {user}@{socket.getfqdn()}  "
-              f"then open http://localhost:{port}/dashboard/", flush=True)
-    if not serve:
-        return {"url": url, "port": port, "added": added}
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-    class _Quiet(WSGIRequestHandler):
-        def log_message(self, *args) -> None:  # no line per request
-            pass
-
-    class _Threading(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
-
-    app = optuna_dashboard.wsgi(open_storage(rd.root, create=False))
-    httpd = make_server(host, port, app, server_class=_Threading, handler_class=_Quiet)
-    try:
-        httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        httpd.server_close()
-    return {"url": url, "port": port, "added": added}
+    return DashboardServer(rd.root, host, _free_port(host, port), added, journal_path(rd.root))
