@@ -21,8 +21,9 @@ from mfhpo.errors import MfhpoError
 
 
 def featurize_command(structures, setting, out, derivatives: bool = False, dtype: str = "float64",
-                      device: str = "cpu", dense: bool = False) -> Path:
-    """Featurize every frame of ``structures`` with the AMPTorch-style ``setting`` JSON into ``out``."""
+                      device: str = "cpu", dense: bool = False, options=None) -> Path:
+    """Featurize every frame of ``structures`` with the AMPTorch-style ``setting`` JSON into ``out``
+    (``options``: :class:`~mfhpo.gmp.featurizer.FeaturizeOptions`, how the work is chunked)."""
     from mfhpo.gmp.featurizer import featurize_many
     from mfhpo.gmp.setting import GMPSetting
 
@@ -52,7 +53,7 @@ def featurize_command(structures, setting, out, derivatives: bool = False, dtype
         if np.any(atoms.pbc) and abs(atoms.cell.volume) < 1e-9 and np.all(atoms.pbc):
             raise MfhpoError(f"{where}: periodic cell has zero volume")
     feats = featurize_many(images, gs, derivatives=derivatives, dtype=tdtype, device=device,
-                           source=str(structures))
+                           source=str(structures), options=options)
     with atomic_open(out, fsync=False, suffix=".npz") as fh:
         write_npz(fh, feats, derivatives=derivatives, dense=dense)
     kind = (" + dense derivatives" if dense else " + sparse derivatives") if derivatives else ""
