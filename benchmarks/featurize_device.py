@@ -42,9 +42,9 @@ def main() -> None:
     import torch
 
     from mfhpo.gmp import GMPSetting, featurize_many
-    from mfhpo.gmp.featurizer import _resolve_device
+    from mfhpo.device import resolve_device
 
-    dev = _resolve_device(args.device)
+    dev = resolve_device(args.device)
     sj = Path(args.setting) if args.setting.endswith(".json") else SHARED / "fixtures" / "gmp" / args.setting / "setting.json"
     setting = GMPSetting.from_amptorch_json(sj)
     images = ase.io.read(args.data, ":")

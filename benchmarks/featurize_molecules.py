@@ -22,17 +22,17 @@ import torch
 from ase.io import read
 
 from mfhpo.config import DescriptorConfig
-from mfhpo.gmp import GMPSetting, featurize_many
+from mfhpo.gmp import FeaturizeOptions, GMPSetting, featurize_many
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "md17_aspirin" / "rmd17_aspirin_850.extxyz"
 
 
 def cpu_time(images, setting, derivatives: bool, shared: bool, repeats: int) -> float:
-    os.environ["MFHPO_GMP_SHARE_CHUNKS"] = "1" if shared else "0"
+    options = FeaturizeOptions(share_chunks=shared)
     best = float("inf")
     for _ in range(repeats):
         t = time.process_time()
-        featurize_many(images, setting, derivatives=derivatives)
+        featurize_many(images, setting, derivatives=derivatives, options=options)
         best = min(best, time.process_time() - t)
     return best
 

@@ -2,13 +2,15 @@
 
 ``torch.save`` of a dict of plain tensors and Python objects (no pickled classes)::
 
-    format_version, mfhpo_version, torch_version,
+    format_version, mfhpo_version, torch_version, torch_threads,
     config (full TrialConfig dict), setting (GMPSetting.to_dict()), base_dir, elements, n_feat,
     model_state (best-validation weights incl. feature scalers, reference energies, sigma),
     reference_energies {element: eV}, sigma,
     resume: {model_state (last epoch), optimizer, scheduler, best_state, best_loss, best_epoch,
-             bad_epochs, stopped_reason, learning_curve}   (for warm-start continuation)
-    data_hash, split_hash, budget {epochs, subset_fraction}, epochs_run, n_train, created_at
+             bad_epochs, stopped_reason, learning_curve}   (TrainingState, for warm-start continuation)
+    featurize {share_chunks, chunk_mb, chunk_pairs}   (the FeaturizeOptions the features were made with)
+    gmp_chunks ("per-structure" | "shared": featurize.share_chunks in words, for older readers)
+    data_hash, split_hash, budget {epochs, subset_fraction}, epochs_run, n_train, metrics, created_at
 
 Written atomically (temporary file in the same folder + ``os.replace``), so a reader never sees a
 half-written file. Loads on CPU or GPU (``map_location``).
@@ -16,22 +18,26 @@ half-written file. Loads on CPU or GPU (``map_location``).
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 
 from mfhpo.atomic import atomic_open
+from mfhpo.device import resolve_device
 from mfhpo.errors import MfhpoError
+
+__all__ = ["FORMAT_VERSION", "LoadedPotential", "TrainingState", "build_potential", "featurize_options_of", "featurize_options_record",
+           "load_checkpoint", "load_potential", "resolve_device", "save_checkpoint", "setting_from_checkpoint"]
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "mfhpo-potential"
 
 
-def _versions() -> dict[str, str]:
+def _versions() -> dict[str, Any]:
     try:
         from importlib.metadata import version
 
@@ -39,10 +45,9 @@ def _versions() -> dict[str, str]:
     except Exception:  # pragma: no cover - not installed
         mv = "unknown"
     # CPU results depend on the thread count in the last digits (float reductions): recorded so that a
-    # retrain can use the same (mfhpo.study.incumbent.retrain). gmp_chunks: features are computed one
-    # structure per chunk on the CPU (mfhpo.gmp.featurizer._run); checkpoints without it predate that.
+    # retrain can use the same (mfhpo.study.incumbent.retrain)
     return {"mfhpo_version": str(mv), "torch_version": str(torch.__version__),
-            "torch_threads": int(torch.get_num_threads()), "gmp_chunks": "per-structure"}
+            "torch_threads": int(torch.get_num_threads())}
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -78,17 +83,68 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``auto``/None -> cuda when available, else cpu."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise MfhpoError(f"device '{device}' is not a valid torch device (use cpu, cuda, cuda:N or auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MfhpoError(f"device '{device}' requested but CUDA is not available on this machine")
-    return dev
+def _on_cpu(state: Optional[dict]) -> Optional[dict]:
+    return None if state is None else {k: v.detach().cpu() for k, v in state.items()}
+
+
+@dataclass
+class TrainingState:
+    """Where a training stands at an epoch boundary: everything continuing it needs (warm starts).
+
+    A checkpoint stores it as its ``resume`` record (tensors on the CPU) next to ``epochs_run``; the
+    record's keys are unchanged since format version 1, so every version-1 checkpoint reads back.
+    """
+
+    epochs_run: int = 0
+    model_state: Optional[dict] = None  # weights after the last epoch
+    optimizer: Optional[dict] = None
+    scheduler: Optional[dict] = None
+    best_state: Optional[dict] = None  # weights of the best-validation epoch
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_reason: Optional[str] = None  # None | "early_stopping" | "time_limit"
+    learning_curve: list[dict[str, float]] = field(default_factory=list)
+
+    def to_record(self) -> dict[str, Any]:
+        """The checkpoint's ``resume`` record."""
+        return {"model_state": _on_cpu(self.model_state), "optimizer": self.optimizer, "scheduler": self.scheduler,
+                "best_state": _on_cpu(self.best_state), "best_loss": float(self.best_loss),
+                "best_epoch": int(self.best_epoch), "bad_epochs": int(self.bad_epochs),
+                "stopped_reason": self.stopped_reason, "learning_curve": list(self.learning_curve)}
+
+    @classmethod
+    def from_checkpoint(cls, ck: dict) -> Optional["TrainingState"]:
+        """The state a checkpoint dict stores (None when it has no resumable state)."""
+        r = ck.get("resume")
+        if not r:
+            return None
+        return cls(epochs_run=int(ck["epochs_run"]), model_state=r["model_state"], optimizer=r["optimizer"],
+                   scheduler=r.get("scheduler"), best_state=r["best_state"], best_loss=float(r["best_loss"]),
+                   best_epoch=int(r["best_epoch"]), bad_epochs=int(r["bad_epochs"]),
+                   stopped_reason=r.get("stopped_reason"), learning_curve=[dict(c) for c in r["learning_curve"]])
+
+
+def featurize_options_record(options, device) -> dict[str, Any]:
+    """What a checkpoint records of the :class:`~mfhpo.gmp.featurizer.FeaturizeOptions` its training
+    featurized with on ``device``: ``featurize`` (chunk sharing decided for the device) and ``gmp_chunks``."""
+    resolved = options.resolved(device)
+    return {"featurize": resolved.to_dict(), "gmp_chunks": "shared" if resolved.share_chunks else "per-structure"}
+
+
+def featurize_options_of(ck: dict):
+    """The :class:`~mfhpo.gmp.featurizer.FeaturizeOptions` a checkpoint's features were made with:
+    its ``featurize`` record; for checkpoints without one, the device's default of the time where
+    ``gmp_chunks`` is recorded (one structure per chunk on the CPU; CUDA shared chunks although such
+    checkpoints say "per-structure"), and shared chunks for checkpoints older still (made before
+    one-structure-per-chunk featurization)."""
+    from mfhpo.gmp.featurizer import FeaturizeOptions
+
+    if isinstance(ck.get("featurize"), dict):
+        return FeaturizeOptions.from_dict(ck["featurize"])
+    if ck.get("gmp_chunks") is not None:
+        return FeaturizeOptions()
+    return FeaturizeOptions(share_chunks=True)
 
 
 def setting_from_checkpoint(ck: dict):
@@ -118,29 +174,36 @@ def build_potential(ck: dict, device: torch.device | str = "cpu"):
 
 @dataclass
 class LoadedPotential:
-    """A checkpoint ready to predict: potential + GMP setting + dtype + device."""
+    """A potential ready to predict from structures: network + GMP setting + reference energies +
+    dtype + device (``load_potential(path)``, or built in memory at the end of a training)."""
 
-    potential: Any
-    setting: Any
-    config: Any
+    potential: Any  # mfhpo.model.Potential
+    setting: Any  # mfhpo.gmp.GMPSetting
+    config: Any  # mfhpo.config.TrialConfig
+    reference_energies: dict[str, float]
     dtype: torch.dtype
     device: torch.device
-    checkpoint: dict
+    checkpoint: dict = field(default_factory=dict)
     path: str = "<memory>"
+    featurize_options: Any = None  # FeaturizeOptions for new structures; None: the device's defaults
 
     @property
     def elements(self) -> list[str]:
         return list(self.potential.elements)
 
-    @property
-    def reference_energies(self) -> dict[str, float]:
-        return dict(self.checkpoint["reference_energies"])
-
     def featurize(self, images: Sequence, derivatives: bool, cache=None, progress: bool = False):
         from mfhpo.gmp.featurizer import featurize_many
 
         return featurize_many(list(images), self.setting, derivatives=derivatives, dtype=self.dtype,
-                              device=self.device, cache=cache, progress=progress)
+                              device=self.device, cache=cache, progress=progress, options=self.featurize_options)
+
+    def predict_features(self, store, forces: bool = True, batch_size: int = 64):
+        """Energies (np (n,), eV) and forces (list of (natoms, 3) eV/Å, or None) of the structures of a
+        :class:`mfhpo.model.FeatureStore`."""
+        from mfhpo.model import predict_store, predictions_as_numpy
+
+        e, f = predict_store(self.potential, store, forces=forces, batch_size=batch_size)
+        return predictions_as_numpy(e, f, store.natoms.cpu().numpy())
 
     def predict(self, images: Sequence, forces: bool = True, batch_size: int = 64, cache=None,
                 progress: bool = False, source: str = "<data>"):
@@ -151,40 +214,15 @@ class LoadedPotential:
         elem = [self.potential.element_index(a.get_chemical_symbols(), source=source) for a in images]
         feats = self.featurize(images, derivatives=forces, cache=cache, progress=progress)
         store = FeatureStore(feats, elem, device=self.device, dtype=self.dtype, derivatives=forces)
-        e, f = predict_store(self.potential, store, forces=forces, batch_size=batch_size)
-        e = e.detach().cpu().numpy().astype(np.float64)
-        if f is None:
-            return e, None
-        f = f.detach().cpu().numpy().astype(np.float64)
-        splits = np.cumsum([len(a) for a in images])[:-1]
-        return e, list(np.split(f, splits))
+        return self.predict_features(store, forces=forces, batch_size=batch_size)
 
 
-def predict_store(pot, store, forces: bool, batch_size: int = 64):
-    """Energies (n,) and concatenated forces (n_atoms, 3) in eV / eV/Å for every structure of a store."""
-    pot.eval()
-    es, fs = [], []
-    ids = torch.arange(store.n, device=store.device)
-    for s in range(0, store.n, batch_size):
-        batch, _ = store.batch(ids[s:s + batch_size], derivatives=forces)
-        if forces:
-            with torch.enable_grad():
-                e, f = pot(batch, forces=True)
-            fs.append(f.detach())
-        else:
-            with torch.no_grad():
-                e, _ = pot(batch, forces=False)
-        es.append(e.detach())
-    dt = store.dtype
-    e = torch.cat(es) if es else torch.zeros(0, dtype=dt, device=store.device)
-    f = (torch.cat(fs) if fs else torch.zeros(0, 3, dtype=dt, device=store.device)) if forces else None
-    return e, f
-
-
-def load_potential(path: str | Path, device: str | None = "cpu") -> LoadedPotential:
-    """Load a checkpoint file for prediction on ``device`` (cpu, cuda, auto)."""
+def load_potential(path: str | Path, device: str | None = "cpu", featurize=None) -> LoadedPotential:
+    """Load a checkpoint file for prediction on ``device`` (cpu, cuda, auto); ``featurize``
+    (:class:`~mfhpo.gmp.featurizer.FeaturizeOptions`) chunks the featurization of new structures."""
     dev = resolve_device(device)
     ck = load_checkpoint(path, map_location=dev)
     pot, cfg, dtype = build_potential(ck, dev)
     setting = setting_from_checkpoint(ck)
-    return LoadedPotential(pot, setting, cfg, dtype, dev, ck, str(path))
+    return LoadedPotential(pot, setting, cfg, dict(ck["reference_energies"]), dtype, dev, ck, str(path),
+                           featurize_options=featurize)

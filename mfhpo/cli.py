@@ -12,6 +12,19 @@ import typer
 
 from mfhpo.errors import MfhpoError
 
+def _featurize_options(share_chunks: Optional[bool], chunk_mb: Optional[float], chunk_pairs: Optional[int]):
+    """The ``--share-chunks``, ``--chunk-mb`` and ``--chunk-pairs`` flags as FeaturizeOptions."""
+    from mfhpo.gmp.featurizer import FeaturizeOptions
+
+    return FeaturizeOptions(share_chunks=share_chunks, chunk_mb=chunk_mb, chunk_pairs=chunk_pairs)
+
+
+SHARE_CHUNKS = typer.Option(None, "--share-chunks/--no-share-chunks",
+                            help="GMP: several small structures per chunk, or one per chunk (default: one on the "
+                                 "CPU, bitwise reproducible; shared on CUDA)")
+CHUNK_MB = typer.Option(None, "--chunk-mb", help="GMP: MB of per-pair buffers per chunk (default 48 CPU, 256 CUDA)")
+CHUNK_PAIRS = typer.Option(None, "--chunk-pairs", help="GMP: pairs per chunk, overrides --chunk-mb (tuning)")
+
 app = typer.Typer(
     help="Multi-fidelity Bayesian hyperparameter optimization for GMP + SingleNN interatomic potentials.",
     no_args_is_help=True,
@@ -29,12 +42,15 @@ def featurize(
     dense: bool = typer.Option(False, "--dense", help="derivatives as dense (natoms, nfeat, natoms, 3) arrays"),
     dtype: str = typer.Option("float64", help="float64 or float32"),
     device: str = typer.Option("cpu", help="cpu, cuda or auto"),
+    share_chunks: Optional[bool] = SHARE_CHUNKS,
+    chunk_mb: Optional[float] = CHUNK_MB,
+    chunk_pairs: Optional[int] = CHUNK_PAIRS,
 ) -> None:
     """Compute GMP fingerprints for every frame of STRUCTURES."""
     from mfhpo.gmp.command import featurize_file
 
     typer.echo(featurize_file(structures, setting, out, derivatives=derivatives, dtype=dtype, device=device,
-                              dense=dense).summary())
+                              dense=dense, options=_featurize_options(share_chunks, chunk_mb, chunk_pairs)).summary())
 
 
 @app.command("demo-data")
@@ -63,11 +79,15 @@ def train(
     subset: float = typer.Option(1.0, help="fraction of the training split to use (nested subsets)"),
     device: Optional[str] = typer.Option(None, help="override training.device"),
     init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="continue from this checkpoint"),
+    share_chunks: Optional[bool] = SHARE_CHUNKS,
+    chunk_mb: Optional[float] = CHUNK_MB,
+    chunk_pairs: Optional[int] = CHUNK_PAIRS,
 ) -> None:
     """Train one SingleNN potential and write its metrics and checkpoint."""
     from mfhpo.train import train_command
 
-    train_command(config, data, out, epochs=epochs, subset=subset, device=device, init_checkpoint=init_checkpoint)
+    train_command(config, data, out, epochs=epochs, subset=subset, device=device, init_checkpoint=init_checkpoint,
+                  featurize=_featurize_options(share_chunks, chunk_mb, chunk_pairs))
 
 
 @app.command()

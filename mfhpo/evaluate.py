@@ -8,25 +8,25 @@ from pathlib import Path
 
 from mfhpo.checkpoint import load_potential
 from mfhpo.data import load_dataset
-from mfhpo.metrics import dataset_metrics
+from mfhpo.metrics import Metrics
+from mfhpo.scoring import score
 
 SHOWN = ("energy_mae", "energy_mae_per_atom", "energy_rmse", "force_mae", "force_mae_free", "force_rmse",
          "n_structures", "n_atoms", "n_free_atoms")
 
 
-def evaluate(checkpoint: str | Path, data: str | Path, device: str = "auto", batch_size: int = 64) -> dict:
-    """All metrics of ``checkpoint`` on ``data``. The energy baseline is the linear fit stored in the
-    checkpoint (its training split's per-element reference energies); the force baseline is zero."""
+def evaluate(checkpoint: str | Path, data: str | Path, device: str = "auto", batch_size: int = 64) -> Metrics:
+    """All metrics of ``checkpoint`` on ``data`` (:class:`~mfhpo.metrics.Metrics`). The energy baseline
+    is the linear fit stored in the checkpoint (its training split's per-element reference energies);
+    the force baseline is zero."""
     ds = load_dataset(data)  # validated first: a bad data file is named before any model is loaded
     pot = load_potential(checkpoint, device=device)
-    pot.potential.element_index(ds.elements, source=str(data))  # unknown elements -> one-line error
-    e, f = pot.predict(ds.images, forces=ds.has_forces, batch_size=batch_size, source=str(data))
-    return dataset_metrics(ds, e, f, pot.reference_energies)
+    return score(pot, ds, batch_size=batch_size, source=str(data))  # unknown elements -> one-line error
 
 
-def evaluate_command(checkpoint: Path, data: Path, as_json: bool = False, device: str = "auto") -> dict:
+def evaluate_command(checkpoint: Path, data: Path, as_json: bool = False, device: str = "auto") -> Metrics:
     m = evaluate(checkpoint, data, device=device)
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.to_dict().items()}
     if as_json:
         print(json.dumps(clean, indent=2))
         return m

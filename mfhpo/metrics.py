@@ -16,6 +16,7 @@ Names (see docs/architecture.md):
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence
 
 import numpy as np
@@ -26,6 +27,46 @@ METRIC_NAMES = (
     "n_structures", "n_atoms", "n_free_atoms",
     "baseline_energy_mae", "baseline_energy_mae_per_atom", "baseline_force_mae", "baseline_force_mae_free",
 )
+
+
+CURVE_METRICS = ("energy_mae", "energy_mae_per_atom", "force_mae", "force_mae_free")  # per epoch, as val_<name>
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The metrics record of one set of structures: model errors, counts and both baselines (eV, Å,
+    eV/Å; NaN where undefined, e.g. force metrics of data without forces). ``to_dict()`` is the
+    record written to metrics.json, checkpoints and trial records."""
+
+    energy_mae: float
+    energy_rmse: float
+    energy_mae_per_atom: float
+    energy_rmse_per_atom: float
+    n_structures: int
+    n_atoms: int
+    n_free_atoms: int
+    force_mae: float
+    force_rmse: float
+    force_mae_free: float
+    force_rmse_free: float
+    baseline_energy_mae: float
+    baseline_energy_mae_per_atom: float
+    baseline_force_mae: float
+    baseline_force_mae_free: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Metrics":
+        """From a record (a missing or null value reads as NaN; extra keys are ignored)."""
+        def value(f):
+            v = d.get(f.name)
+            if f.type == "int":
+                return int(v or 0)
+            return math.nan if v is None else float(v)
+
+        return cls(**{f.name: value(f) for f in fields(cls)})
 
 
 def _mae(x: np.ndarray) -> float:
@@ -96,6 +137,22 @@ def dataset_metrics(dataset, e_pred: np.ndarray, f_pred: Optional[Sequence[np.nd
     e_lin = np.array([reference_energy(a, refs) for a in dataset.images])
     out.update(baseline_metrics(dataset.energies, e_lin, natoms, f_true, free))
     return out
+
+
+def curve_metrics(e_pred, e_true, natoms, f_pred=None, f_true=None, free=None) -> dict[str, float]:
+    """The learning curve's per-epoch MAEs (:data:`CURVE_METRICS`, keys ``val_<name>``) from torch
+    tensors, reduced on their device in their dtype (no copy to the host per epoch); the definitions
+    are those of :func:`energy_force_metrics`."""
+    nat = natoms.to(e_pred.dtype)
+    de = e_pred - e_true
+    m = {"val_energy_mae": float(de.abs().mean()), "val_energy_mae_per_atom": float((de / nat).abs().mean())}
+    if f_pred is not None:
+        df = (f_pred - f_true).abs()
+        m["val_force_mae"] = float(df.mean())
+        m["val_force_mae_free"] = float(df[free].mean()) if bool(free.any()) else math.nan
+    else:
+        m["val_force_mae"] = m["val_force_mae_free"] = math.nan
+    return m
 
 
 def predict(model_bundle, dataset, *, forces: bool = True, device: str | None = None, batch_size: int = 64,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -294,3 +295,40 @@ class FeatureStore:
             b.pair_j = self.pair_j[pidx] + base
             b.dfp = self.dfp[pidx]
         return b, aidx
+
+
+# --------------------------------------------------------------------------------------------
+# prediction from features
+# --------------------------------------------------------------------------------------------
+
+
+def predict_store(pot: Potential, store: FeatureStore, forces: bool, batch_size: int = 64):
+    """Energies (n,) and concatenated forces (n_atoms, 3) in eV / eV/Å for every structure of a store
+    (tensors on the store's device; forces None when not asked for)."""
+    pot.eval()
+    es, fs = [], []
+    ids = torch.arange(store.n, device=store.device)
+    for s in range(0, store.n, batch_size):
+        batch, _ = store.batch(ids[s:s + batch_size], derivatives=forces)
+        if forces:
+            with torch.enable_grad():
+                e, f = pot(batch, forces=True)
+            fs.append(f.detach())
+        else:
+            with torch.no_grad():
+                e, _ = pot(batch, forces=False)
+        es.append(e.detach())
+    dt = store.dtype
+    e = torch.cat(es) if es else torch.zeros(0, dtype=dt, device=store.device)
+    f = (torch.cat(fs) if fs else torch.zeros(0, 3, dtype=dt, device=store.device)) if forces else None
+    return e, f
+
+
+def predictions_as_numpy(e: torch.Tensor, f: Optional[torch.Tensor], natoms: Sequence[int]):
+    """:func:`predict_store`'s tensors as float64 numpy: energies (n,) and one (natoms, 3) force array
+    per structure (None without forces)."""
+    e_np = e.detach().cpu().numpy().astype(np.float64)
+    if f is None:
+        return e_np, None
+    f_np = f.detach().cpu().numpy().astype(np.float64)
+    return e_np, list(np.split(f_np, np.cumsum(np.asarray(natoms, dtype=np.int64))[:-1]))

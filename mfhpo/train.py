@@ -18,12 +18,16 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from mfhpo.checkpoint import load_checkpoint, predict_store, resolve_device, save_checkpoint
+from mfhpo.checkpoint import (LoadedPotential, TrainingState, featurize_options_record, load_checkpoint,
+                              save_checkpoint)
 from mfhpo.config import Budget, TrialConfig
 from mfhpo.data import Dataset, Split, fit_reference_energies, nested_subset, split_indices
+from mfhpo.device import resolve_device
 from mfhpo.errors import MfhpoError
-from mfhpo.metrics import dataset_metrics
-from mfhpo.model import FeatureStore, Potential
+from mfhpo.gmp.featurizer import FeaturizeOptions
+from mfhpo.metrics import curve_metrics
+from mfhpo.model import FeatureStore, Potential, predict_store
+from mfhpo.scoring import score
 
 CURVE_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_energy_mae", "val_energy_mae_per_atom",
                 "val_force_mae", "val_force_mae_free", "time_s")
@@ -166,6 +170,430 @@ def warm_start_problem(ck: dict, cfg: TrialConfig, budget: Budget, data_hash: st
 
 
 # --------------------------------------------------------------------------------------------
+# train: the steps
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    """What every step of one training reads: the trial, its data and budget, where it runs, its log."""
+
+    cfg: TrialConfig
+    dataset: Dataset
+    budget: Budget
+    device: torch.device
+    dtype: torch.dtype
+    log: _Logger
+    t_start: float
+    featurize: FeaturizeOptions
+
+
+@dataclass
+class SplitPlan:
+    """The structures of one training: the split, the budget's nested training subset, the validation
+    structures, the test structures (empty unless scored) and the hash of split and subset."""
+
+    split: Split
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    hash: str
+
+
+@dataclass
+class FeatureStores:
+    """The GMP setting and the device-resident fingerprints of the training, validation and test structures."""
+
+    setting: Any
+    train: FeatureStore
+    val: FeatureStore
+    test: Optional[FeatureStore]
+    featurize_s: float
+
+    def all(self) -> list[FeatureStore]:
+        return [s for s in (self.train, self.val, self.test) if s is not None]
+
+
+@dataclass
+class Continuation:
+    """A checkpoint this training continues (warm start): its training state and reference energies."""
+
+    state: TrainingState
+    reference_energies: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """The training objective: mean squared (``mse``) or absolute (``mae``) residuals of the energy in
+    sigma units (per atom with ``energy_per_atom``) plus ``force_coefficient`` times those of the forces
+    (free atoms, divided by ``force_norm``) when forces are trained."""
+
+    kind: str
+    energy_per_atom: bool
+    force_coefficient: float
+    train_forces: bool
+    force_norm: float
+
+    def __call__(self, e_res: torch.Tensor, f_res: Optional[torch.Tensor]) -> torch.Tensor:
+        le, lf = _loss_terms(self.kind, e_res, f_res)
+        return le if lf is None else le + self.force_coefficient * lf
+
+
+def check_inputs(cfg: TrialConfig, dataset: Dataset) -> None:
+    """One-line errors for data a training cannot use (before any work)."""
+    fc = float(cfg.training.force_coefficient)
+    if len(dataset) == 0:
+        raise MfhpoError(f"{dataset.source}: dataset is empty")
+    if fc > 0 and not dataset.has_forces:
+        raise MfhpoError(f"{dataset.source}: training.force_coefficient = {fc} needs forces, but the data has no forces")
+
+
+def plan_split(cfg: TrialConfig, dataset: Dataset, budget: Budget, split: Optional[Split] = None,
+               eval_test: bool = False) -> SplitPlan:
+    """Split 1: the configured split (or ``split``) and the budget's nested subset of its training part."""
+    src = dataset.source
+    if split is None:
+        split = make_split(cfg, dataset)
+    if len(split.train) == 0:
+        raise MfhpoError(f"{src}: empty training split")
+    train_idx = nested_subset(split.train, budget.subset_fraction, seed=cfg.split.seed)
+    if len(train_idx) == 0:
+        raise MfhpoError(f"{src}: empty training subset (subset_fraction={budget.subset_fraction})")
+    val_idx = np.asarray(split.val, dtype=np.int64)
+    test_idx = np.asarray(split.test, dtype=np.int64) if eval_test else np.zeros(0, np.int64)
+    return SplitPlan(split, train_idx, val_idx, test_idx, split_hash(split, train_idx))
+
+
+def _seed(seed: int, device: torch.device) -> None:
+    """Initial weights depend on the trial seed only; deterministic cuDNN on CUDA."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def decide_warm_start(ctx: _Context, init_checkpoint: Optional[Path], data_hash: str,
+                      s_hash: str) -> tuple[dict[str, Any], Optional[Continuation]]:
+    """Warm start: the ``TrainResult.warm_start`` record and the continuation (None: train from scratch)."""
+    warm = {"used": False, "from": None if init_checkpoint is None else str(init_checkpoint), "reason": None}
+    if init_checkpoint is None:
+        return warm, None
+    try:
+        ck = load_checkpoint(init_checkpoint, map_location="cpu")
+        reason = warm_start_problem(ck, ctx.cfg, ctx.budget, data_hash, s_hash)
+    except MfhpoError as exc:
+        reason = str(exc)
+    if reason is not None:
+        warm["reason"] = reason
+        ctx.log(f"warm start from {init_checkpoint} not possible ({reason}); training from scratch")
+        return warm, None
+    state = TrainingState.from_checkpoint(ck)
+    warm["used"] = True
+    warm["from_epoch"] = state.epochs_run
+    ctx.log(f"warm start from {init_checkpoint} at epoch {state.epochs_run}")
+    return warm, Continuation(state, dict(ck["reference_energies"]))
+
+
+def build_feature_stores(ctx: _Context, plan: SplitPlan, cache=None, progress: bool = False,
+                         base_dir: Optional[Path] = None) -> FeatureStores:
+    """Feature stores: fingerprints (with derivatives when the data have forces) of every structure the
+    training uses, featurized once, and one device-resident store per split."""
+    from mfhpo.gmp.featurizer import featurize_many
+    from mfhpo.gmp.setting import GMPSetting
+
+    ds, dev, dtype = ctx.dataset, ctx.device, ctx.dtype
+    t_feat = time.perf_counter()
+    setting = GMPSetting.from_descriptor(ctx.cfg.descriptor, ds.elements, base_dir=base_dir)
+    derivatives = ds.has_forces
+    use_idx = np.unique(np.concatenate([plan.train, plan.val, plan.test]))
+    pos = {int(i): k for k, i in enumerate(use_idx)}
+    ctx.log(f"featurizing {len(use_idx)} structures (nfeat={setting.nfeat}, derivatives={derivatives}) on {dev}")
+    feats = featurize_many([ds.images[i] for i in use_idx], setting, derivatives=derivatives, dtype=dtype,
+                           device=dev, cache=cache, progress=progress, options=ctx.featurize)
+    featurize_s = time.perf_counter() - t_feat
+    col = {e: k for k, e in enumerate(ds.elements)}
+    elem = {int(i): torch.tensor([col[s] for s in ds.images[i].get_chemical_symbols()], dtype=torch.long)
+            for i in use_idx}
+
+    def store(idx: np.ndarray) -> FeatureStore:
+        return FeatureStore(
+            [feats[pos[int(i)]] for i in idx], [elem[int(i)] for i in idx], device=dev, dtype=dtype,
+            derivatives=derivatives, energies=ds.energies[idx],
+            forces=None if ds.forces is None else [ds.forces[i] for i in idx],
+            free=[ds.free[i] for i in idx], nfeat=setting.nfeat)
+
+    test = store(plan.test) if len(plan.test) else None
+    return FeatureStores(setting, store(plan.train), store(plan.val), test, featurize_s)
+
+
+def fit_scalers_and_references(ctx: _Context, pot: Potential, tr: FeatureStore, train_idx: np.ndarray) -> dict:
+    """Feature scalers, per-element reference energies (linear fit) and the energy scale sigma (std of
+    the per-atom residual energies) from the training subset, written into ``pot``; the references."""
+    tc, ds, dev, dtype = ctx.cfg.training, ctx.dataset, ctx.device, ctx.dtype
+    elements = ds.elements
+    scale_elem = tr.elem if tc.scale_per_element else torch.zeros_like(tr.elem)
+    off, sc = fit_feature_scaler(tr.fp, scale_elem, len(elements), tc.feature_scaling)
+    refs = fit_reference_energies([ds.images[i] for i in train_idx], ds.energies[train_idx], elements)
+    ref_vec = torch.tensor([refs[e] for e in elements], dtype=dtype, device=dev)
+    nat = tr.natoms.to(dtype)
+    seg = torch.repeat_interleave(torch.arange(tr.n, device=dev), tr.natoms)
+    eref = torch.zeros(tr.n, dtype=dtype, device=dev).index_add(0, seg, ref_vec[tr.elem])
+    resid = (tr.energy - eref) / nat
+    sigma = float(resid.std(unbiased=False)) if tr.n > 1 else 0.0
+    if not math.isfinite(sigma) or sigma < 1e-6:
+        sigma = 1.0
+    with torch.no_grad():
+        pot.feat_offset.copy_(off)
+        pot.feat_scale.copy_(sc)
+        pot.ref_energy.copy_(ref_vec)
+        pot.sigma.fill_(sigma)
+    return refs
+
+
+def initial_potential(ctx: _Context, stores: FeatureStores, plan: SplitPlan,
+                      cont: Optional[Continuation]) -> tuple[Potential, dict[str, float]]:
+    """Initial potential: fresh weights (trial seed) with scalers, references and sigma fitted on the
+    training subset, or the continued checkpoint's last weights; the stores are then scaled once and
+    get their scaled targets. Returns the potential and its reference energies."""
+    elements = ctx.dataset.elements
+    pot = Potential(stores.setting.nfeat, elements, ctx.cfg.model).to(device=ctx.device, dtype=ctx.dtype)
+    if cont is not None:
+        pot.load_state_dict(cont.state.model_state)
+        refs = dict(cont.reference_energies)
+    else:
+        refs = fit_scalers_and_references(ctx, pot, stores.train, plan.train)
+    for s in stores.all():
+        s.apply_scaling(pot)
+        s.set_targets(pot)
+    return pot, refs
+
+
+def make_loss(cfg: TrialConfig, tr: FeatureStore, pot: Potential) -> Loss:
+    """The loss of this training. Force residuals are divided by the training forces' std (in scaled
+    units) so that the force term is O(1) like the per-atom energy term and force_coefficient means the
+    same on every dataset (aspirin: sigma ~ 0.01 eV/atom but |F| ~ 1 eV/Å; OC20: the other way round)."""
+    tc = cfg.training
+    fc = float(tc.force_coefficient)
+    force_norm = 1.0
+    if tr.forces is not None and bool(tr.free.any()):
+        fstd = float(tr.forces[tr.free].std(unbiased=False)) / float(pot.sigma)
+        if math.isfinite(fstd) and fstd > 1e-12:
+            force_norm = fstd
+    return Loss(tc.loss, tc.energy_per_atom, fc, fc > 0 and tr.forces is not None, force_norm)
+
+
+def make_optimizer(cfg: TrialConfig, pot: Potential, epochs: int):
+    """Adam/AdamW over the network's parameters and the configured learning-rate scheduler (or None)."""
+    tc = cfg.training
+    opt_cls = torch.optim.Adam if tc.optimizer == "adam" else torch.optim.AdamW
+    opt = opt_cls(list(pot.net.parameters()), lr=tc.lr, weight_decay=tc.weight_decay)
+    if tc.scheduler == "step":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=tc.step_size, gamma=tc.gamma)
+    elif tc.scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    elif tc.scheduler == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=tc.gamma, patience=tc.plateau_patience)
+    else:
+        sched = None
+    return opt, sched
+
+
+def _starting_state(opt, sched, cont: Optional[Continuation], device: torch.device) -> TrainingState:
+    """A fresh state, or the continued one with its optimizer and scheduler state loaded (an early-stopped
+    run stays stopped; one stopped by its time limit goes on)."""
+    if cont is None:
+        return TrainingState()
+    r = cont.state
+    opt.load_state_dict(r.optimizer)
+    if sched is not None and r.scheduler is not None:
+        sched.load_state_dict(r.scheduler)
+    return TrainingState(epochs_run=r.epochs_run, best_loss=r.best_loss, best_epoch=r.best_epoch,
+                         bad_epochs=r.bad_epochs, best_state={k: v.to(device) for k, v in r.best_state.items()},
+                         learning_curve=[dict(c) for c in r.learning_curve],
+                         stopped_reason="early_stopping" if r.stopped_reason == "early_stopping" else None)
+
+
+def _train_epoch(ctx: _Context, pot: Potential, tr: FeatureStore, loss: Loss, opt, epoch: int) -> float:
+    """One pass over the training subset in an order (and with dropout) seeded by (trial seed, epoch)."""
+    tc = ctx.cfg.training
+    es = _epoch_seed(ctx.cfg.seed, epoch)
+    torch.manual_seed(es)  # dropout of this epoch
+    perm = torch.randperm(tr.n, generator=torch.Generator().manual_seed(es)).to(ctx.device)
+    pot.train()
+    params = list(pot.net.parameters())
+    total = torch.zeros((), dtype=ctx.dtype, device=ctx.device)
+    for s in range(0, tr.n, tc.batch_size):
+        sids = perm[s:s + tc.batch_size]
+        batch, aidx = tr.batch(sids, derivatives=loss.train_forces)
+        opt.zero_grad(set_to_none=True)
+        e, f = pot.scaled_energy_forces(batch, forces=loss.train_forces, create_graph=True)
+        e_res = e - tr.e_scaled[sids]
+        if loss.energy_per_atom:
+            e_res = e_res / batch.natoms.to(ctx.dtype)
+        f_res = None
+        if loss.train_forces:
+            f_res = (f - tr.f_scaled[aidx])[tr.free[aidx]] / loss.force_norm
+        value = loss(e_res, f_res)
+        value.backward()
+        if tc.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+        opt.step()
+        total = total + value.detach() * sids.numel()
+    return float(total) / tr.n
+
+
+def _validation_pass(pot: Potential, va: FeatureStore, loss: Loss, batch_size: int, forces: bool):
+    """(validation loss, the learning curve's validation MAEs) with the current weights."""
+    e, f = predict_store(pot, va, forces=forces, batch_size=max(batch_size, 64))
+    e_res = (e - va.energy) / pot.sigma
+    if loss.energy_per_atom:
+        e_res = e_res / va.natoms.to(e_res.dtype)
+    f_res = None
+    if loss.train_forces and f is not None:
+        f_res = ((f - va.forces) / (pot.sigma * loss.force_norm))[va.free]
+    return float(loss(e_res, f_res)), curve_metrics(e, va.energy, va.natoms, f, va.forces, va.free)
+
+
+def _step_scheduler(sched, kind: str, val_loss: float) -> None:
+    """The end-of-epoch scheduler step (plateau: on the validation loss)."""
+    if sched is None:
+        return
+    if kind == "plateau":
+        sched.step(val_loss)
+    else:
+        sched.step()
+
+
+def _record_epoch(state: TrainingState, pot: Potential, row: dict[str, float]) -> None:
+    """Count the finished epoch, keep the best weights (lowest validation loss), append the curve row."""
+    state.epochs_run = int(row["epoch"])
+    if row["val_loss"] < state.best_loss:
+        state.best_loss, state.best_epoch, state.bad_epochs = row["val_loss"], state.epochs_run, 0
+        state.best_state = {k: v.detach().clone() for k, v in pot.state_dict().items()}
+    else:
+        state.bad_epochs += 1
+    state.learning_curve.append(row)
+
+
+def _stop_reason(ctx: _Context, state: TrainingState, time_limit_s: Optional[float]) -> Optional[str]:
+    """Early stopping (patience) or the time limit after this epoch, logged; None to go on."""
+    patience = ctx.cfg.training.early_stopping_patience
+    if patience is not None and state.bad_epochs >= patience:
+        ctx.log(f"early stopping at epoch {state.epochs_run} (best epoch {state.best_epoch})")
+        return "early_stopping"
+    if time_limit_s is not None and time.perf_counter() - ctx.t_start > time_limit_s:
+        ctx.log(f"time limit {time_limit_s:.0f} s reached at epoch {state.epochs_run}")
+        return "time_limit"
+    return None
+
+
+class _EpochBar:
+    """A transient rich progress bar over the epochs (nothing when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, completed: int):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
+            self.task = self.bar.add_task("train", total=total, completed=completed, info="")
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, row: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=row["epoch"], info=f"loss {row['train_loss']:.3g} val E "
+                            f"{row['val_energy_mae']:.3g} eV F {row['val_force_mae_free']:.3g}")
+
+
+def fit(ctx: _Context, pot: Potential, stores: FeatureStores, loss: Loss, cont: Optional[Continuation] = None,
+        time_limit_s: Optional[float] = None, progress: bool = False) -> tuple[TrainingState, float]:
+    """Fit: epochs up to the budget (from the continued state's epoch), each followed by a validation
+    pass, the scheduler step, best-weight bookkeeping, early stopping and the time limit. Leaves the
+    best weights in ``pot``; returns the final training state and the seconds it took."""
+    tc, budget, va = ctx.cfg.training, ctx.budget, stores.val
+    opt, sched = make_optimizer(ctx.cfg, pot, budget.epochs)
+    state = _starting_state(opt, sched, cont, ctx.device)
+    no_val = {k: math.nan for k in CURVE_FIELDS if k.startswith("val_") and k != "val_loss"}
+    t_train = time.perf_counter()
+    with _EpochBar(progress, budget.epochs, state.epochs_run) as bar:
+        while state.epochs_run < budget.epochs and state.stopped_reason is None:
+            epoch = state.epochs_run
+            train_loss = _train_epoch(ctx, pot, stores.train, loss, opt, epoch)
+            lr = float(opt.param_groups[0]["lr"])
+            val_loss, vm = (_validation_pass(pot, va, loss, tc.batch_size, ctx.dataset.has_forces) if va.n > 0
+                            else (train_loss, no_val))
+            if not math.isfinite(val_loss) or not math.isfinite(train_loss):
+                raise MfhpoError(f"training diverged at epoch {epoch + 1} (loss is NaN/inf; lower training.lr)")
+            _step_scheduler(sched, tc.scheduler, val_loss)
+            row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss, **vm}
+            _record_epoch(state, pot, row)
+            row["time_s"] = time.perf_counter() - t_train
+            bar.update(row)
+            if state.epochs_run % max(1, budget.epochs // 20) == 0 or state.epochs_run == budget.epochs:
+                ctx.log(f"epoch {state.epochs_run}: lr {lr:.3g} train_loss {train_loss:.4g} val_loss {val_loss:.4g} "
+                        f"val_E_mae {vm['val_energy_mae']:.4g} eV val_F_mae_free {vm['val_force_mae_free']:.4g} eV/A")
+            state.stopped_reason = _stop_reason(ctx, state, time_limit_s)
+    train_s = time.perf_counter() - t_train
+    state.model_state = {k: v.detach().clone() for k, v in pot.state_dict().items()}
+    state.optimizer = opt.state_dict()
+    state.scheduler = None if sched is None else sched.state_dict()
+    if state.best_state is None:
+        state.best_state = state.model_state
+    pot.load_state_dict(state.best_state)
+    return state, train_s
+
+
+def evaluate_splits(ctx: _Context, trained: LoadedPotential, stores: FeatureStores,
+                    plan: SplitPlan) -> dict[str, dict[str, float]]:
+    """Evaluate: the metrics records (with baselines) of the best weights on train, validation and,
+    when scored, test, from the training's own feature stores."""
+    bs = max(ctx.cfg.training.batch_size, 64)
+    metrics: dict[str, dict[str, float]] = {}
+    for name, st, idx in (("train", stores.train, plan.train), ("val", stores.val, plan.val),
+                          ("test", stores.test, plan.test)):
+        if st is not None:
+            metrics[name] = score(trained, ctx.dataset, indices=idx, features=st, batch_size=bs).to_dict()
+    return metrics
+
+
+def save_training(ctx: _Context, out_dir: Path, trained: LoadedPotential, state: TrainingState, plan: SplitPlan,
+                  metrics: dict, data_hash: str, base_dir: Optional[Path]) -> Path:
+    """Save: ``checkpoint.pt`` (best weights, training state, featurize options, provenance),
+    ``metrics.json`` and ``learning_curve.csv``; returns the checkpoint's path."""
+    ck_path = out_dir / "checkpoint.pt"
+    setting, budget = trained.setting, ctx.budget
+    save_checkpoint(ck_path, {
+        "config": ctx.cfg.model_dump(mode="json"), "setting": setting.to_dict(),
+        "base_dir": None if base_dir is None else str(base_dir), "elements": list(ctx.dataset.elements),
+        "n_feat": int(setting.nfeat), "model_state": {k: v.detach().cpu() for k, v in state.best_state.items()},
+        "reference_energies": {k: float(v) for k, v in trained.reference_energies.items()},
+        "sigma": float(trained.potential.sigma), "resume": state.to_record(),
+        **featurize_options_record(ctx.featurize, ctx.device),
+        "data_hash": data_hash, "split_hash": plan.hash,
+        "budget": {"epochs": int(budget.epochs), "subset_fraction": float(budget.subset_fraction)},
+        "epochs_run": int(state.epochs_run), "best_epoch": int(state.best_epoch), "n_train": int(len(plan.train)),
+        "metrics": metrics,
+    })
+    (out_dir / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
+    with open(out_dir / "learning_curve.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(CURVE_FIELDS))
+        w.writeheader()
+        for row in state.learning_curve:
+            w.writerow({k: row.get(k) for k in CURVE_FIELDS})
+    return ck_path
+
+
+# --------------------------------------------------------------------------------------------
 # train
 # --------------------------------------------------------------------------------------------
 
@@ -185,338 +613,61 @@ def train(
     eval_test: bool = False,
     log: Optional[Callable[[str], None]] = None,
     base_dir: Optional[Path] = None,
+    featurize: Optional[FeaturizeOptions] = None,
 ) -> TrainResult:
     """Train ``cfg`` on ``dataset`` for ``budget`` (epochs, nested subset fraction); see module doc.
 
+    Steps: split (:func:`plan_split`) -> feature stores (:func:`build_feature_stores`) -> initial
+    potential (:func:`initial_potential`; or the continued ``init_checkpoint``, :func:`decide_warm_start`)
+    -> fit (:func:`fit`) -> evaluate (:func:`evaluate_splits`) -> save (:func:`save_training`).
     Writes ``metrics.json``, ``learning_curve.csv``, ``checkpoint.pt`` and ``train.log`` into
-    ``out_dir``. ``base_dir`` resolves a relative ``descriptor.densities`` directory.
+    ``out_dir``. ``base_dir`` resolves a relative ``descriptor.densities`` directory; ``featurize``
+    (:class:`~mfhpo.gmp.featurizer.FeaturizeOptions`) chunks the featurization and is recorded in the checkpoint.
     """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     budget = budget or Budget(epochs=cfg.training.epochs)
-    tc = cfg.training
-    fc = float(tc.force_coefficient)
-    dev = resolve_device(device or tc.device)
-    dtype = torch.float64 if tc.dtype == "float64" else torch.float32
+    dev = resolve_device(device or cfg.training.device)
+    dtype = torch.float64 if cfg.training.dtype == "float64" else torch.float32
     logger = _Logger(out_dir / "train.log", log)
+    ctx = _Context(cfg, dataset, budget, dev, dtype, logger, t_start, featurize or FeaturizeOptions())
     try:
-        return _train(cfg, dataset, budget, out_dir, split, init_checkpoint, cache, dev, dtype, fc, progress,
-                      time_limit_s, eval_test, logger, base_dir, t_start)
+        return _train(ctx, out_dir, split, init_checkpoint, cache, progress, time_limit_s, eval_test, base_dir)
     finally:
         logger.close()
 
 
-def _train(cfg, dataset, budget, out_dir, split, init_checkpoint, cache, dev, dtype, fc, progress,
-           time_limit_s, eval_test, logger, base_dir, t_start) -> TrainResult:
-    from mfhpo.gmp.featurizer import featurize_many
-    from mfhpo.gmp.setting import GMPSetting
-
-    tc = cfg.training
-    src = dataset.source
-    if len(dataset) == 0:
-        raise MfhpoError(f"{src}: dataset is empty")
-    if fc > 0 and not dataset.has_forces:
-        raise MfhpoError(f"{src}: training.force_coefficient = {fc} needs forces, but the data has no forces")
-    if split is None:
-        split = make_split(cfg, dataset)
-    if len(split.train) == 0:
-        raise MfhpoError(f"{src}: empty training split")
-    train_idx = nested_subset(split.train, budget.subset_fraction, seed=cfg.split.seed)
-    if len(train_idx) == 0:
-        raise MfhpoError(f"{src}: empty training subset (subset_fraction={budget.subset_fraction})")
-    val_idx = np.asarray(split.val, dtype=np.int64)
-    test_idx = np.asarray(split.test, dtype=np.int64) if eval_test else np.zeros(0, np.int64)
+def _train(ctx: _Context, out_dir: Path, split: Optional[Split], init_checkpoint: Optional[Path], cache,
+           progress: bool, time_limit_s: Optional[float], eval_test: bool, base_dir: Optional[Path]) -> TrainResult:
+    """The steps of :func:`train` in order."""
+    cfg, dataset = ctx.cfg, ctx.dataset
+    check_inputs(cfg, dataset)
+    plan = plan_split(cfg, dataset, ctx.budget, split, eval_test)
     data_hash = dataset.hash()
-    s_hash = split_hash(split, train_idx)
-    elements = dataset.elements
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % (2**32))
-    if dev.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-
-    # ---------------- warm start decision ----------------
-    warm = {"used": False, "from": None if init_checkpoint is None else str(init_checkpoint), "reason": None}
-    ck = None
-    if init_checkpoint is not None:
-        try:
-            ck = load_checkpoint(init_checkpoint, map_location="cpu")
-            reason = warm_start_problem(ck, cfg, budget, data_hash, s_hash)
-        except MfhpoError as exc:
-            reason = str(exc)
-        if reason is None:
-            warm["used"] = True
-            warm["from_epoch"] = int(ck["epochs_run"])
-            logger(f"warm start from {init_checkpoint} at epoch {ck['epochs_run']}")
-        else:
-            warm["reason"] = reason
-            ck = None
-            logger(f"warm start from {init_checkpoint} not possible ({reason}); training from scratch")
-
-    # ---------------- features ----------------
-    t_feat = time.perf_counter()
-    setting = GMPSetting.from_descriptor(cfg.descriptor, elements, base_dir=base_dir)
-    derivatives = dataset.has_forces
-    use_idx = np.unique(np.concatenate([train_idx, val_idx, test_idx]))
-    pos = {int(i): k for k, i in enumerate(use_idx)}
-    logger(f"featurizing {len(use_idx)} structures (nfeat={setting.nfeat}, derivatives={derivatives}) on {dev}")
-    feats = featurize_many([dataset.images[i] for i in use_idx], setting, derivatives=derivatives, dtype=dtype,
-                           device=dev, cache=cache, progress=progress)
-    featurize_s = time.perf_counter() - t_feat
-    col = {e: k for k, e in enumerate(elements)}
-    elem_all = {int(i): torch.tensor([col[s] for s in dataset.images[i].get_chemical_symbols()], dtype=torch.long)
-                for i in use_idx}
-
-    def store(idx: np.ndarray) -> FeatureStore:
-        return FeatureStore(
-            [feats[pos[int(i)]] for i in idx], [elem_all[int(i)] for i in idx], device=dev, dtype=dtype,
-            derivatives=derivatives, energies=dataset.energies[idx],
-            forces=None if dataset.forces is None else [dataset.forces[i] for i in idx],
-            free=[dataset.free[i] for i in idx], nfeat=setting.nfeat)
-
-    tr, va = store(train_idx), store(val_idx)
-    te = store(test_idx) if eval_test and len(test_idx) else None
-    del feats
-
-    # ---------------- potential: scalers, references, sigma ----------------
-    pot = Potential(setting.nfeat, elements, cfg.model).to(device=dev, dtype=dtype)
-    if ck is not None:
-        pot.load_state_dict(ck["resume"]["model_state"])
-        refs = dict(ck["reference_energies"])
-    else:
-        scale_elem = tr.elem if tc.scale_per_element else torch.zeros_like(tr.elem)
-        off, sc = fit_feature_scaler(tr.fp, scale_elem, len(elements), tc.feature_scaling)
-        train_images = [dataset.images[i] for i in train_idx]
-        refs = fit_reference_energies(train_images, dataset.energies[train_idx], elements)
-        ref_vec = torch.tensor([refs[e] for e in elements], dtype=dtype, device=dev)
-        nat = tr.natoms.to(dtype)
-        seg = torch.repeat_interleave(torch.arange(tr.n, device=dev), tr.natoms)
-        eref = torch.zeros(tr.n, dtype=dtype, device=dev).index_add(0, seg, ref_vec[tr.elem])
-        resid = (tr.energy - eref) / nat
-        sigma = float(resid.std(unbiased=False)) if tr.n > 1 else 0.0
-        if not math.isfinite(sigma) or sigma < 1e-6:
-            sigma = 1.0
-        with torch.no_grad():
-            pot.feat_offset.copy_(off)
-            pot.feat_scale.copy_(sc)
-            pot.ref_energy.copy_(ref_vec)
-            pot.sigma.fill_(sigma)
-    for s in (tr, va, te):
-        if s is not None:
-            s.apply_scaling(pot)
-            s.set_targets(pot)
-    sigma = float(pot.sigma)
-    # Force residuals are divided by the training forces' std (in scaled units) so that the force
-    # term is O(1) like the per-atom energy term and force_coefficient means the same on every
-    # dataset (aspirin: sigma ~ 0.01 eV/atom but |F| ~ 1 eV/Å; OC20: the other way round).
-    force_norm = 1.0
-    if tr.forces is not None and bool(tr.free.any()):
-        fstd = float(tr.forces[tr.free].std(unbiased=False)) / sigma
-        if math.isfinite(fstd) and fstd > 1e-12:
-            force_norm = fstd
-    logger(f"train {tr.n} structures ({tr.n_atoms} atoms), val {va.n}, test {0 if te is None else te.n}; "
-           f"sigma={sigma:.4g} eV/atom; force_coefficient={fc}")
-
-    # ---------------- optimiser / scheduler ----------------
-    params = list(pot.net.parameters())
-    opt_cls = torch.optim.Adam if tc.optimizer == "adam" else torch.optim.AdamW
-    opt = opt_cls(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    if tc.scheduler == "step":
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=tc.step_size, gamma=tc.gamma)
-    elif tc.scheduler == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=budget.epochs)
-    elif tc.scheduler == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=tc.gamma, patience=tc.plateau_patience)
-    else:
-        sched = None
-
-    start_epoch = 0
-    best_loss, best_epoch, bad_epochs = math.inf, 0, 0
-    best_state = None
-    curve: list[dict[str, float]] = []
-    stopped_reason = None
-    if ck is not None:
-        r = ck["resume"]
-        opt.load_state_dict(r["optimizer"])
-        if sched is not None and r.get("scheduler") is not None:
-            sched.load_state_dict(r["scheduler"])
-        start_epoch = int(ck["epochs_run"])
-        best_loss, best_epoch, bad_epochs = float(r["best_loss"]), int(r["best_epoch"]), int(r["bad_epochs"])
-        best_state = {k: v.to(dev) for k, v in r["best_state"].items()}
-        curve = [dict(c) for c in r["learning_curve"]]
-        if r.get("stopped_reason") == "early_stopping":
-            stopped_reason = "early_stopping"
-    del ck
-
-    train_forces = fc > 0 and tr.forces is not None
-    eval_forces = derivatives
-    has_val = va.n > 0
-    n_train = tr.n
-    bs = tc.batch_size
-
-    def val_pass():
-        """(val_loss, metrics dict) on the validation store with the current weights."""
-        e, f = predict_store(pot, va, forces=eval_forces, batch_size=max(bs, 64))
-        e_res = (e - va.energy) / pot.sigma
-        if tc.energy_per_atom:
-            e_res = e_res / va.natoms.to(e_res.dtype)
-        f_res = None
-        if train_forces and f is not None:
-            f_res = ((f - va.forces) / (pot.sigma * force_norm))[va.free]
-        le, lf = _loss_terms(tc.loss, e_res, f_res)
-        loss = le if lf is None else le + fc * lf
-        nat = va.natoms.to(e.dtype)
-        de = e - va.energy
-        m = {"val_energy_mae": float(de.abs().mean()), "val_energy_mae_per_atom": float((de / nat).abs().mean())}
-        if f is not None:
-            df = (f - va.forces).abs()
-            m["val_force_mae"] = float(df.mean())
-            m["val_force_mae_free"] = float(df[va.free].mean()) if bool(va.free.any()) else math.nan
-        else:
-            m["val_force_mae"] = m["val_force_mae_free"] = math.nan
-        return float(loss), m
-
-    # ---------------- epochs ----------------
-    t_train = time.perf_counter()
-    bar = None
-    if progress:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
-                       TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
-        task = bar.add_task("train", total=budget.epochs, completed=start_epoch, info="")
-        bar.start()
-    try:
-        epoch = start_epoch
-        while epoch < budget.epochs and stopped_reason is None:
-            es = _epoch_seed(cfg.seed, epoch)
-            torch.manual_seed(es)  # dropout of this epoch
-            perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(es)).to(dev)
-            pot.train()
-            total = torch.zeros((), dtype=dtype, device=dev)
-            for s in range(0, n_train, bs):
-                sids = perm[s:s + bs]
-                batch, aidx = tr.batch(sids, derivatives=train_forces)
-                opt.zero_grad(set_to_none=True)
-                e, f = pot.scaled_energy_forces(batch, forces=train_forces, create_graph=True)
-                e_res = e - tr.e_scaled[sids]
-                if tc.energy_per_atom:
-                    e_res = e_res / batch.natoms.to(dtype)
-                f_res = None
-                if train_forces:
-                    f_res = (f - tr.f_scaled[aidx])[tr.free[aidx]] / force_norm
-                le, lf = _loss_terms(tc.loss, e_res, f_res)
-                loss = le if lf is None else le + fc * lf
-                loss.backward()
-                if tc.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-                opt.step()
-                total = total + loss.detach() * sids.numel()
-            train_loss = float(total) / n_train
-            lr = float(opt.param_groups[0]["lr"])
-            if has_val:
-                val_loss, vm = val_pass()
-            else:
-                val_loss = train_loss
-                vm = {k: math.nan for k in CURVE_FIELDS if k.startswith("val_") and k != "val_loss"}
-            if not math.isfinite(val_loss) or not math.isfinite(train_loss):
-                raise MfhpoError(f"training diverged at epoch {epoch + 1} (loss is NaN/inf; lower training.lr)")
-            if sched is not None:
-                if tc.scheduler == "plateau":
-                    sched.step(val_loss)
-                else:
-                    sched.step()
-            epoch += 1
-            if val_loss < best_loss:
-                best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in pot.state_dict().items()}
-            else:
-                bad_epochs += 1
-            row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val_loss, **vm,
-                   "time_s": time.perf_counter() - t_train}
-            curve.append(row)
-            if bar is not None:
-                bar.update(task, completed=epoch,
-                           info=f"loss {train_loss:.3g} val E {vm['val_energy_mae']:.3g} eV F {vm['val_force_mae_free']:.3g}")
-            if epoch % max(1, budget.epochs // 20) == 0 or epoch == budget.epochs:
-                logger(f"epoch {epoch}: lr {lr:.3g} train_loss {train_loss:.4g} val_loss {val_loss:.4g} "
-                       f"val_E_mae {vm['val_energy_mae']:.4g} eV val_F_mae_free {vm['val_force_mae_free']:.4g} eV/A")
-            if tc.early_stopping_patience is not None and bad_epochs >= tc.early_stopping_patience:
-                stopped_reason = "early_stopping"
-                logger(f"early stopping at epoch {epoch} (best epoch {best_epoch})")
-            elif time_limit_s is not None and time.perf_counter() - t_start > time_limit_s:
-                stopped_reason = "time_limit"
-                logger(f"time limit {time_limit_s:.0f} s reached at epoch {epoch}")
-    finally:
-        if bar is not None:
-            bar.stop()
-    epochs_run = epoch
-    train_s = time.perf_counter() - t_train
-    last_state = {k: v.detach().clone() for k, v in pot.state_dict().items()}
-    if best_state is None:
-        best_state = last_state
-    pot.load_state_dict(best_state)
-
-    # ---------------- final metrics with the best weights ----------------
-    metrics: dict[str, dict[str, float]] = {}
-    for name, st, idx in (("train", tr, train_idx), ("val", va, val_idx), ("test", te, test_idx)):
-        if st is None:
-            continue
-        e, f = predict_store(pot, st, forces=eval_forces, batch_size=max(bs, 64))
-        e_np = e.detach().cpu().double().numpy()
-        f_list = None
-        if f is not None:
-            f_np = f.detach().cpu().double().numpy()
-            f_list = np.split(f_np, np.cumsum(st.natoms.cpu().numpy())[:-1]) if st.n else []
-        metrics[name] = dataset_metrics(dataset.subset(idx), e_np, f_list, refs)
-
-    # ---------------- outputs ----------------
-    ck_path = out_dir / "checkpoint.pt"
-    to_cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}  # noqa: E731
-    save_checkpoint(ck_path, {
-        "config": cfg.model_dump(mode="json"),
-        "setting": setting.to_dict(),
-        "base_dir": None if base_dir is None else str(base_dir),
-        "elements": list(elements),
-        "n_feat": int(setting.nfeat),
-        "model_state": to_cpu(best_state),
-        "reference_energies": {k: float(v) for k, v in refs.items()},
-        "sigma": sigma,
-        "resume": {
-            "model_state": to_cpu(last_state),
-            "optimizer": opt.state_dict(),
-            "scheduler": None if sched is None else sched.state_dict(),
-            "best_state": to_cpu(best_state),
-            "best_loss": float(best_loss),
-            "best_epoch": int(best_epoch),
-            "bad_epochs": int(bad_epochs),
-            "stopped_reason": stopped_reason,
-            "learning_curve": curve,
-        },
-        "data_hash": dataset.hash(),
-        "split_hash": s_hash,
-        "budget": {"epochs": int(budget.epochs), "subset_fraction": float(budget.subset_fraction)},
-        "epochs_run": int(epochs_run),
-        "best_epoch": int(best_epoch),
-        "n_train": int(n_train),
-        "metrics": metrics,
-    })
-    (out_dir / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
-    with open(out_dir / "learning_curve.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(CURVE_FIELDS))
-        w.writeheader()
-        for row in curve:
-            w.writerow({k: row.get(k) for k in CURVE_FIELDS})
-    total_s = time.perf_counter() - t_start
+    _seed(cfg.seed, ctx.device)
+    warm, cont = decide_warm_start(ctx, init_checkpoint, data_hash, plan.hash)
+    stores = build_feature_stores(ctx, plan, cache, progress, base_dir)
+    pot, refs = initial_potential(ctx, stores, plan, cont)
+    loss = make_loss(cfg, stores.train, pot)
+    tr, va, te = stores.train, stores.val, stores.test
+    ctx.log(f"train {tr.n} structures ({tr.n_atoms} atoms), val {va.n}, test {0 if te is None else te.n}; "
+            f"sigma={float(pot.sigma):.4g} eV/atom; force_coefficient={loss.force_coefficient}")
+    state, train_s = fit(ctx, pot, stores, loss, cont, time_limit_s, progress)
+    del cont
+    trained = LoadedPotential(pot, stores.setting, cfg, refs, ctx.dtype, ctx.device, featurize_options=ctx.featurize)
+    metrics = evaluate_splits(ctx, trained, stores, plan)
+    ck_path = save_training(ctx, out_dir, trained, state, plan, metrics, data_hash, base_dir)
+    total_s = time.perf_counter() - ctx.t_start
     v = metrics.get("val", {})
-    logger(f"done: {epochs_run} epochs (best {best_epoch}) in {total_s:.1f} s; val energy MAE "
-           f"{v.get('energy_mae', math.nan):.4g} eV (baseline {v.get('baseline_energy_mae', math.nan):.4g}), "
-           f"force MAE free {v.get('force_mae_free', math.nan):.4g} eV/A")
+    ctx.log(f"done: {state.epochs_run} epochs (best {state.best_epoch}) in {total_s:.1f} s; val energy MAE "
+            f"{v.get('energy_mae', math.nan):.4g} eV (baseline {v.get('baseline_energy_mae', math.nan):.4g}), "
+            f"force MAE free {v.get('force_mae_free', math.nan):.4g} eV/A")
     return TrainResult(
-        metrics=metrics, learning_curve=curve, checkpoint_path=ck_path, epochs_run=epochs_run, warm_start=warm,
-        timings={"featurize_s": featurize_s, "train_s": train_s, "total_s": total_s}, device=str(dev),
-        n_train=n_train, best_epoch=best_epoch, stopped_reason=stopped_reason, out_dir=out_dir)
+        metrics=metrics, learning_curve=state.learning_curve, checkpoint_path=ck_path, epochs_run=state.epochs_run,
+        warm_start=warm, timings={"featurize_s": stores.featurize_s, "train_s": train_s, "total_s": total_s},
+        device=str(ctx.device), n_train=tr.n, best_epoch=state.best_epoch, stopped_reason=state.stopped_reason,
+        out_dir=out_dir)
 
 
 def _json_safe(obj):
@@ -533,7 +684,8 @@ def _json_safe(obj):
 
 
 def train_command(config: Path, data: Path, out: Path, *, epochs: Optional[int] = None, subset: float = 1.0,
-                  device: Optional[str] = None, init_checkpoint: Optional[Path] = None) -> TrainResult:
+                  device: Optional[str] = None, init_checkpoint: Optional[Path] = None,
+                  featurize: Optional[FeaturizeOptions] = None) -> TrainResult:
     """``mfhpo train``: load config + data, train, print val metrics next to the baselines."""
     from rich.console import Console
     from rich.table import Table
@@ -551,7 +703,7 @@ def train_command(config: Path, data: Path, out: Path, *, epochs: Optional[int] 
     # a held-out test split (split.test_fraction > 0) is scored once at the end, never used for selection
     result = train(cfg, ds, budget, Path(out), init_checkpoint=init_checkpoint, device=device, progress=True,
                    log=lambda m: console.print(m, highlight=False), base_dir=Path(config).resolve().parent,
-                   eval_test=cfg.split.test_fraction > 0)
+                   eval_test=cfg.split.test_fraction > 0, featurize=featurize)
     table = Table(title=f"{Path(data).name}: best epoch {result.best_epoch}/{result.epochs_run}")
     table.add_column("split")
     for c in ("energy MAE [eV]", "baseline", "E MAE/atom [eV]", "baseline", "F MAE free [eV/Å]", "zero-F", "F MAE all", "zero-F"):

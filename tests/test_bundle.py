@@ -8,7 +8,9 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
 import yaml
+from conftest import REPO, shared_path
 
 from mfhpo.demo import write_demo
 
@@ -27,11 +29,14 @@ def _cli(*args, cwd):
                           cwd=cwd, timeout=600)
 
 
-def test_bundle_of_a_training_retrains_to_its_validation_metrics(tmp_path):
+@pytest.mark.parametrize("chunks", [[], ["--share-chunks"]])
+def test_bundle_of_a_training_retrains_to_its_validation_metrics(tmp_path, chunks):
+    """A training, bundled and retrained, reproduces its validation metrics, featurized as its checkpoint
+    records (one structure per chunk by default, shared chunks with --share-chunks)."""
     data = write_demo(tmp_path / "data" / "train.extxyz", n_structures=24, seed=3)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(CONFIG))
     (tmp_path / "study.yaml").write_text("name: tiny_final\n")
-    r = _cli("train", "cfg.yaml", "--data", data, "--out", "long", cwd=tmp_path)
+    r = _cli("train", "cfg.yaml", "--data", data, "--out", "long", *chunks, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     r = _cli("bundle", "long", "--data", data, "--study", "study.yaml", "--out", "final", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -53,6 +58,12 @@ def test_bundle_of_a_training_retrains_to_its_validation_metrics(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rep = json.loads((tmp_path / "replay" / "retrain_report.json").read_text())
     assert rep["reproduced"], rep["mismatches"]
+    import torch
+
+    bundled = torch.load(tmp_path / "unzipped" / "checkpoint.pt", weights_only=True)
+    replayed = torch.load(rep["checkpoint"], weights_only=True)
+    assert bundled["featurize"]["share_chunks"] is bool(chunks)
+    assert replayed["featurize"] == bundled["featurize"] and replayed["gmp_chunks"] == bundled["gmp_chunks"]
 
 
 def test_bundle_refuses_data_that_is_not_what_trained(tmp_path):
@@ -64,3 +75,40 @@ def test_bundle_refuses_data_that_is_not_what_trained(tmp_path):
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "other.extxyz" in lines[0] and "hash" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("name", ["md17_aspirin", "oc20"])
+def test_final_bundles_load_score_and_would_continue(name, tmp_path):
+    """The final models in docs/results/final: their bundled checkpoints load, read as per-structure
+    featurization (what retrain uses), score the validation split to the recorded metrics and pass
+    the warm-start checks."""
+    from mfhpo.checkpoint import TrainingState, featurize_options_of, load_checkpoint, load_potential
+    from mfhpo.config import Budget, TrialConfig
+    from mfhpo.data import nested_subset
+    from mfhpo.gmp import FeaturizeOptions
+    from mfhpo.scoring import score
+    from mfhpo.study.objective import load_study_dataset
+    from mfhpo.train import make_split, split_hash, warm_start_problem
+
+    final = REPO / "docs" / "results" / "final" / name
+    man = json.loads((final / "manifest.json").read_text())
+    data = shared_path("data", name, man["data"]["train"]["file"])
+    with zipfile.ZipFile(final / "bundle.zip") as z:
+        z.extract("checkpoint.pt", tmp_path)
+    ck = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert featurize_options_of(ck) == FeaturizeOptions() and ck["gmp_chunks"] == "per-structure"
+    state = TrainingState.from_checkpoint(ck)
+    assert state.epochs_run == man["epochs_run"] and state.best_epoch == man["best_epoch"]
+    ds = load_study_dataset(str(data), man["data"]["split"]["group_key"], man["data"]["split"]["max_force"])
+    assert ds.hash() == ck["data_hash"]
+    cfg = TrialConfig.model_validate(ck["config"])
+    split = make_split(cfg, ds)
+    s_hash = split_hash(split, nested_subset(split.train, 1.0, seed=cfg.split.seed))
+    problem = warm_start_problem(ck, cfg, Budget(epochs=state.epochs_run + 1), ds.hash(), s_hash)
+    if cfg.training.scheduler == "cosine":  # the OC20 model: a cosine schedule is never continued
+        assert problem.startswith("cosine")
+    else:
+        assert problem is None
+    val = score(load_potential(tmp_path / "checkpoint.pt"), ds, indices=split.val).to_dict()
+    for k, v in man["chain"][0]["val"].items():
+        assert val[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k

@@ -367,3 +367,41 @@ def test_cli_errors(tmp_path, capsys):
                       (no_key, "fp_params.MCSHs"), (no_g, "atom_gaussians")):
         code, err = _cli(["featurize", str(mol), "--setting", str(path), "--out", str(out)], capsys)
         assert code == 2 and path.name in err and msg in err and "\n" not in err, err
+
+
+def test_featurize_options_decide_the_chunking(monkeypatch):
+    """FeaturizeOptions, passed explicitly, set how many chunks a call computes; environment variables
+    are not read; every chunking gives the same features to rounding."""
+    from mfhpo.gmp import FeaturizeOptions, kernels
+
+    calls = []
+    real = kernels.compute_chunk
+    monkeypatch.setattr(kernels, "compute_chunk", lambda *a, **k: calls.append(1) or real(*a, **k))
+    s = _setting()
+    images = [_molecule(), molecule("C6H6"), _molecule(), bulk("Pt", "fcc", a=3.9)]
+
+    def chunks(options):
+        calls.clear()
+        feats = featurize_many(images, s, derivatives=True, options=options)
+        return len(calls), feats
+
+    monkeypatch.setenv("MFHPO_GMP_SHARE_CHUNKS", "1")  # no longer a switch
+    n_own, own = chunks(None)
+    assert n_own == len(images)  # the CPU default: one structure per chunk
+    assert chunks(FeaturizeOptions(share_chunks=False))[0] == len(images)
+    n_shared, shared = chunks(FeaturizeOptions(share_chunks=True))
+    assert n_shared == 1
+    n_split, split = chunks(FeaturizeOptions(chunk_pairs=64))  # large structures cut by centres
+    assert n_split > len(images)
+    dscale = max(float(a.dfp.abs().max()) for a in own)
+    for a, b, c in zip(own, shared, split):
+        assert torch.equal(a.pair_i, b.pair_i) and torch.equal(a.pair_j, c.pair_j)
+        for x in (b, c):
+            assert _relmax(x.fp, a.fp) < 1e-12 and float((x.dfp - a.dfp).abs().max()) < 1e-12 * dscale
+    assert FeaturizeOptions().shares_chunks("cpu") is False and FeaturizeOptions().shares_chunks("cuda") is True
+    assert FeaturizeOptions().resolved("cpu") == FeaturizeOptions(share_chunks=False)
+    assert FeaturizeOptions.from_dict(FeaturizeOptions(True, 12.0).to_dict()) == FeaturizeOptions(True, 12.0)
+    with pytest.raises(MfhpoError, match="chunk_mb"):
+        FeaturizeOptions(chunk_mb=0)
+    with pytest.raises(MfhpoError, match="chunk_pairs"):
+        FeaturizeOptions(chunk_pairs=0)

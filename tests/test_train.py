@@ -270,3 +270,63 @@ def test_feature_scaler_per_element_or_global(demo_ds, cache, tmp_path, per_elem
     offsets = load_potential(res.checkpoint_path, device="cpu").potential.feat_offset
     same = bool(torch.allclose(offsets, offsets[:1].expand_as(offsets)))
     assert same is (not per_element)
+
+
+def test_checkpoint_records_featurize_options_and_a_typed_training_state(demo_ds, tmp_path):
+    """The checkpoint says how features were chunked (truthfully) and stores a TrainingState that reads
+    back; checkpoints from before those records read as the chunking their trainings used."""
+    from mfhpo.checkpoint import TrainingState, featurize_options_of, load_checkpoint
+    from mfhpo.gmp import FeaturizeOptions
+
+    ds = demo_ds.subset(range(16))
+    shared = run(small_cfg(epochs=2), ds, tmp_path, "shared", featurize=FeaturizeOptions(share_chunks=True))
+    own = run(small_cfg(epochs=2), ds, tmp_path, "own")
+    ck_s, ck_o = load_checkpoint(shared.checkpoint_path), load_checkpoint(own.checkpoint_path)
+    assert ck_s["gmp_chunks"] == "shared" and featurize_options_of(ck_s) == FeaturizeOptions(share_chunks=True)
+    assert ck_o["gmp_chunks"] == "per-structure" and featurize_options_of(ck_o) == FeaturizeOptions(share_chunks=False)
+    assert shared.metrics["val"]["energy_mae"] == pytest.approx(own.metrics["val"]["energy_mae"], rel=1e-6)
+    state = TrainingState.from_checkpoint(ck_o)
+    assert state.epochs_run == 2 and len(state.learning_curve) == 2 and state.best_epoch == own.best_epoch
+    assert state.to_record().keys() == ck_o["resume"].keys()
+    assert TrainingState.from_checkpoint({**ck_o, "resume": None}) is None
+    older = {k: v for k, v in ck_o.items() if k != "featurize"}  # gmp_chunks only: the device's default
+    assert featurize_options_of(older) == FeaturizeOptions()
+    oldest = {k: v for k, v in older.items() if k != "gmp_chunks"}  # before one-structure-per-chunk
+    assert featurize_options_of(oldest) == FeaturizeOptions(share_chunks=True)
+    # a checkpoint without the new records still continues
+    torch.save(older, tmp_path / "older.pt")
+    cont = run(small_cfg(epochs=3), ds, tmp_path, "cont", Budget(epochs=3), init_checkpoint=tmp_path / "older.pt")
+    assert cont.warm_start["used"] and cont.epochs_run == 3
+
+
+def test_public_api_and_one_scoring_path(demo_ds, demo_file, cache, tmp_path):
+    """mfhpo exports train/evaluate/load_potential/score/MfhpoCalculator lazily; evaluate, score and the
+    training's own metrics agree."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "import sys, mfhpo; print('torch' in sys.modules)"],
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"  # import mfhpo stays light
+    import mfhpo
+    import mfhpo.evaluate  # noqa: F401 - the submodules of the same names do not shadow the functions
+    import mfhpo.train  # noqa: F401
+    from mfhpo.data import load_dataset
+    from mfhpo.train import make_split
+
+    assert callable(mfhpo.train) and mfhpo.train.__name__ == "train"
+    assert callable(mfhpo.evaluate) and mfhpo.evaluate.__name__ == "evaluate"
+    cfg = small_cfg(epochs=2, force_coefficient=0.1)
+    res = mfhpo.train(cfg, demo_ds, Budget(epochs=2), tmp_path / "api", progress=False, cache=cache)
+    pot = mfhpo.load_potential(res.checkpoint_path)
+    val = mfhpo.score(pot, demo_ds, indices=make_split(cfg, demo_ds).val)
+    assert isinstance(val, mfhpo.Metrics)
+    for k, v in res.metrics["val"].items():
+        assert getattr(val, k) == pytest.approx(v, rel=1e-12, abs=1e-14), k
+    m = mfhpo.evaluate(res.checkpoint_path, demo_file, device="cpu")
+    assert m == mfhpo.score(pot, load_dataset(demo_file))
+    assert m.n_structures == 60 and m.force_mae > 0 and m.baseline_force_mae > 0
+    assert mfhpo.Metrics.from_dict(m.to_dict()) == m
+    atoms = demo_ds.images[0].copy()
+    atoms.calc = mfhpo.MfhpoCalculator(pot)
+    assert math.isfinite(atoms.get_potential_energy())

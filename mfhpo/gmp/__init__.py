@@ -2,11 +2,11 @@
 
 Public API::
 
-    from mfhpo.gmp import GMPSetting, featurize, featurize_many, FeatureCache, Features, dense_dfp
+    from mfhpo.gmp import GMPSetting, featurize, featurize_many, FeaturizeOptions, FeatureCache, Features, dense_dfp
 """
 
 from mfhpo.gmp.cache import FeatureCache
-from mfhpo.gmp.featurizer import Features, dense_dfp, featurize, featurize_many
+from mfhpo.gmp.featurizer import FeaturizeOptions, Features, dense_dfp, featurize, featurize_many
 from mfhpo.gmp.setting import GMPSetting
 
-__all__ = ["FeatureCache", "Features", "GMPSetting", "dense_dfp", "featurize", "featurize_many"]
+__all__ = ["FeatureCache", "Features", "FeaturizeOptions", "GMPSetting", "dense_dfp", "featurize", "featurize_many"]

@@ -36,9 +36,10 @@ class FeaturizedFile:
 
 
 def featurize_file(structures, setting, out, derivatives: bool = False, dtype: str = "float64",
-                   device: str = "cpu", dense: bool = False) -> FeaturizedFile:
+                   device: str = "cpu", dense: bool = False, options=None) -> FeaturizedFile:
     """Featurize every frame of ``structures`` with the AMPTorch-style ``setting`` JSON into ``out``
-    (``.npz`` appended when missing); every frame is validated before anything is computed."""
+    (``.npz`` appended when missing; ``options``: :class:`~mfhpo.gmp.featurizer.FeaturizeOptions`, how
+    the work is chunked); every frame is validated before anything is computed."""
     from mfhpo.gmp.featurizer import featurize_many
     from mfhpo.gmp.setting import GMPSetting
 
@@ -68,7 +69,7 @@ def featurize_file(structures, setting, out, derivatives: bool = False, dtype: s
         if np.any(atoms.pbc) and abs(atoms.cell.volume) < 1e-9 and np.all(atoms.pbc):
             raise MfhpoError(f"{where}: periodic cell has zero volume")
     feats = featurize_many(images, gs, derivatives=derivatives, dtype=tdtype, device=device,
-                           source=str(structures))
+                           source=str(structures), options=options)
     with atomic_open(out, fsync=False, suffix=".npz") as fh:
         write_npz(fh, feats, derivatives=derivatives, dense=dense)
     return FeaturizedFile(out, len(images), gs.nfeat, ("dense" if dense else "sparse") if derivatives else "")

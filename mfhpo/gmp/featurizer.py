@@ -25,14 +25,14 @@ How it is computed (all vectorised over the pairs of a chunk of structures, same
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from ase import Atoms
 
+from mfhpo.device import resolve_device
 from mfhpo.errors import MfhpoError
 from mfhpo.gmp import kernels
 from mfhpo.gmp.neighbors import neighbor_pairs
@@ -104,15 +104,6 @@ def dense_dfp(features: Features, natoms: int | None = None) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def _resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MfhpoError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
 def _element_indices(atoms: Atoms, plan: Plan, where: str) -> np.ndarray:
     """Index into ``plan.elements`` of every atom (by atomic number)."""
     idx = plan.z_to_element[atoms.numbers]
@@ -134,43 +125,85 @@ def _check_atoms(atoms: Atoms, where: str) -> None:
 
 
 def featurize(atoms: Atoms, setting: GMPSetting, derivatives: bool = False, dtype: torch.dtype = torch.float64,
-              device="cpu") -> Features:
+              device="cpu", options: FeaturizeOptions | None = None) -> Features:
     """GMP fingerprints (and optionally their derivatives) of one structure."""
-    return featurize_many([atoms], setting, derivatives=derivatives, dtype=dtype, device=device)[0]
+    return featurize_many([atoms], setting, derivatives=derivatives, dtype=dtype, device=device, options=options)[0]
 
 
 CPU_CHUNK_PAIRS = 32768  # measured best on OC20 (a_seed) among 16k/32k/64k pairs, with and without derivatives
 
 
-def _chunk_pairs(plan: Plan, derivatives: bool) -> int:
-    """Pairs per chunk: chunk-level per-pair buffers of at most MFHPO_GMP_CHUNK_MB (default 48 MB on
-    the CPU, 256 MB on GPUs), and on the CPU at most CPU_CHUNK_PAIRS (the temporaries of one centre
-    group then stay in cache; larger chunks were slower)."""
+@dataclass(frozen=True)
+class FeaturizeOptions:
+    """How :func:`featurize_many` cuts its work into chunks (never what it computes; see docs/featurizer.md).
+
+    ``share_chunks``: several small structures per chunk (True) or one structure per chunk (False);
+    None takes the device's default: one per chunk on the CPU (a structure's features are then bitwise
+    the same whatever else is featurized in the call), shared on CUDA (kernel-launch cost).
+    ``chunk_mb``: megabytes of chunk-level per-pair buffers; None: 48 on the CPU (and at most
+    ``CPU_CHUNK_PAIRS`` pairs), 256 on CUDA. ``chunk_pairs``: pairs per chunk, overriding ``chunk_mb``
+    (tuning only).
+    """
+
+    share_chunks: bool | None = None
+    chunk_mb: float | None = None
+    chunk_pairs: int | None = None
+
+    def __post_init__(self):
+        if self.chunk_mb is not None and not float(self.chunk_mb) > 0:
+            raise MfhpoError(f"featurize option chunk_mb must be > 0, got {self.chunk_mb}")
+        if self.chunk_pairs is not None and int(self.chunk_pairs) < 1:
+            raise MfhpoError(f"featurize option chunk_pairs must be >= 1, got {self.chunk_pairs}")
+
+    def shares_chunks(self, device) -> bool:
+        """Whether small structures share chunks on ``device``."""
+        if self.share_chunks is not None:
+            return bool(self.share_chunks)
+        return torch.device(device).type != "cpu"
+
+    def resolved(self, device) -> FeaturizeOptions:
+        """These options with ``share_chunks`` decided for ``device`` (what a checkpoint records)."""
+        return FeaturizeOptions(self.shares_chunks(device), self.chunk_mb, self.chunk_pairs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> FeaturizeOptions:
+        d = d or {}
+        return cls(**{k: d.get(k) for k in ("share_chunks", "chunk_mb", "chunk_pairs")})
+
+
+def _chunk_pairs(plan: Plan, derivatives: bool, options: FeaturizeOptions) -> int:
+    """Pairs per chunk: ``options.chunk_pairs`` when given; else chunk-level per-pair buffers of at most
+    ``options.chunk_mb`` (default 48 MB on the CPU, 256 MB on GPUs), and on the CPU with the default at
+    most CPU_CHUNK_PAIRS (the temporaries of one centre group then stay in cache; larger chunks were
+    slower)."""
+    if options.chunk_pairs is not None:
+        return int(options.chunk_pairs)
     dev = plan.device
-    default = 256.0 if dev.type == "cuda" else 48.0
-    try:
-        mb = float(os.environ.get("MFHPO_GMP_CHUNK_MB", default))
-    except ValueError:
-        mb = default
-    pairs = int(mb * 2 ** 20 / (8 * plan.pair_doubles(derivatives)))
-    if dev.type == "cpu" and "MFHPO_GMP_CHUNK_MB" not in os.environ:
+    mb = options.chunk_mb if options.chunk_mb is not None else (256.0 if dev.type == "cuda" else 48.0)
+    pairs = int(float(mb) * 2 ** 20 / (8 * plan.pair_doubles(derivatives)))
+    if dev.type == "cpu" and options.chunk_mb is None:
         pairs = min(pairs, CPU_CHUNK_PAIRS)
     return max(1, pairs)
 
 
 def featurize_many(images: Sequence[Atoms], setting: GMPSetting, derivatives: bool = False,
                    dtype: torch.dtype = torch.float64, device="cpu", cache=None, progress: bool = False,
-                   source: str = "images") -> list[Features]:
+                   source: str = "images", options: FeaturizeOptions | None = None) -> list[Features]:
     """Fingerprints of many structures; small structures are batched into chunks of pairs.
 
     With ``cache`` (:class:`~mfhpo.gmp.cache.FeatureCache`) results are looked up first and
-    computed ones are stored. Results live on ``device`` in ``dtype``.
+    computed ones are stored. Results live on ``device`` in ``dtype``. ``options``
+    (:class:`FeaturizeOptions`, default: the device's defaults) say how the work is chunked.
     """
     if isinstance(dtype, str):
         dtype = {"float64": torch.float64, "float32": torch.float32}.get(dtype)
         if dtype is None:
             raise MfhpoError("dtype must be float64 or float32")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
+    options = options or FeaturizeOptions()
     images = list(images)
     # density channels differ only in per-element amplitudes: one pass computes all of them (shared
     # neighbour pairs, index tables and monomials); each channel is cached on its own, under its
@@ -192,13 +225,11 @@ def featurize_many(images: Sequence[Atoms], setting: GMPSetting, derivatives: bo
     if todo:
         # always computed in float64 (density fits mix large terms of opposite sign), then cast
         plans = [get_plan(sub, dev) for sub in subs]
-        budget = _chunk_pairs(plans[0], derivatives)
-        if os.environ.get("MFHPO_GMP_CHUNK_PAIRS"):  # tuning only
-            budget = int(os.environ["MFHPO_GMP_CHUNK_PAIRS"])
+        budget = _chunk_pairs(plans[0], derivatives, options)
         bar = _Progress(len(todo), progress)
         ncol = plans[0].ncol
         try:
-            for idx, feats in _run(plans, images, todo, derivatives, budget, source):
+            for idx, feats in _run(plans, images, todo, derivatives, budget, source, options.shares_chunks(dev)):
                 if dtype != torch.float64:
                     feats = feats.to(dtype=dtype)
                 results[idx] = feats
@@ -251,20 +282,18 @@ class _Progress:
             self.p.stop()
 
 
-def _run(plans: list[Plan], images, todo, derivatives: bool, budget: int, source: str):
+def _run(plans: list[Plan], images, todo, derivatives: bool, budget: int, source: str, share_chunks: bool):
     """Yield (image index, Features) in order, computing chunk by chunk (chunks of about ``budget``
     pairs; a large structure is split by centres).
 
-    On the CPU every chunk holds pieces of one structure only, so a structure's features do not
-    depend on which other structures were featurized in the same call: BLAS sums over padded pair
-    columns and row blocks round differently for different chunk shapes (1 ulp), and training
-    amplifies such differences, so features cached by a study's low-budget trials would differ from
-    a bundle retrain's fresh ones. On CUDA small structures share chunks (speed; CUDA training is
-    not bitwise reproducible anyway)."""
+    Without ``share_chunks`` (the CPU's default) every chunk holds pieces of one structure only, so a
+    structure's features do not depend on which other structures were featurized in the same call:
+    BLAS sums over padded pair columns and row blocks round differently for different chunk shapes
+    (1 ulp), and training amplifies such differences, so features cached by a study's low-budget
+    trials would differ from a bundle retrain's fresh ones. On CUDA small structures share chunks by
+    default (speed; CUDA training is not bitwise reproducible anyway)."""
     plan = plans[0]  # device, cutoff, elements: the same for every channel
     dev = plan.device
-    # MFHPO_GMP_SHARE_CHUNKS=1: benchmarks and retrains of bundles made before per-structure chunks
-    share_chunks = dev.type != "cpu" or os.environ.get("MFHPO_GMP_SHARE_CHUNKS") == "1"
     pending: list = []  # pieces: (img, nb, elem, c0, c1)
     npend = 0
     partial: dict = {}

@@ -32,7 +32,7 @@ class SplitPrediction:
     f_pred: np.ndarray | None = None
     free: np.ndarray | None = None  # (n_atoms_total,) bool
     note: str = ""
-    metrics: dict = field(default_factory=dict)  # mfhpo.metrics.dataset_metrics: model and baselines
+    metrics: dict = field(default_factory=dict)  # mfhpo.scoring.score(...).to_dict(): model and baselines
 
 
 @dataclass
@@ -114,17 +114,15 @@ def _load(study: Study, rel: str, key: str, data: dict, trial_id, want_hash: str
 
 
 def _predict_split(pot, ds, name: str, rng) -> SplitPrediction:
-    from mfhpo.metrics import dataset_metrics, predict
+    from mfhpo.scoring import score_with_predictions
 
     note = ""
     if len(ds) > MAX_STRUCTURES:
         idx = np.sort(rng.choice(len(ds), MAX_STRUCTURES, replace=False))
         note = f"random sample of {MAX_STRUCTURES} of {len(ds)} structures"
         ds = ds.subset(idx)
-    e, f = predict(pot, ds, forces=ds.has_forces)
-    out = SplitPrediction(name, ds.natoms, np.asarray(ds.energies), np.asarray(e), note=note,
-                          metrics=dataset_metrics(ds, np.asarray(e), f if ds.forces is not None else None,
-                                                  pot.reference_energies))
+    metrics, e, f = score_with_predictions(pot, ds)
+    out = SplitPrediction(name, ds.natoms, np.asarray(ds.energies), np.asarray(e), note=note, metrics=metrics.to_dict())
     if f is not None and ds.forces is not None:
         out.f_ref = np.concatenate(ds.forces)
         out.f_pred = np.concatenate(f)

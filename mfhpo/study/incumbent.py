@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import zipfile
 from pathlib import Path
@@ -52,32 +51,25 @@ def _test_metrics(ck: Path, state: dict, cfg_dict: dict, device: str) -> dict:
     from mfhpo.checkpoint import load_potential
     from mfhpo.config import TrialConfig
     from mfhpo.data import load_dataset
-    from mfhpo.metrics import dataset_metrics
+    from mfhpo.scoring import score
     from mfhpo.train import make_split
 
     prov = state.get("provenance", {}).get("data", {})
+    split = prov.get("split", {})
     out = {}
     pot = None
-
-    def score(ds, label):
-        nonlocal pot
-        if pot is None:
-            pot = load_potential(ck, device=device)
-        pot.potential.element_index(ds.elements, source=label)
-        e, f = pot.predict(ds.images, forces=ds.has_forces, source=label)
-        return dataset_metrics(ds, e, f, pot.reference_energies)
-
-    split = prov.get("split", {})
     if split.get("n_test", 0) > 0:
         from mfhpo.study.objective import load_study_dataset
 
         ds = load_study_dataset(prov["train"]["path"], split.get("group_key"), split.get("max_force"))
-        cfg = TrialConfig.model_validate(cfg_dict)
-        sp = make_split(cfg, ds)
-        out["test_split"] = score(ds.subset(sp.test), f"{prov['train']['path']} (test split)")
+        pot = load_potential(ck, device=device)
+        sp = make_split(TrialConfig.model_validate(cfg_dict), ds)
+        out["test_split"] = score(pot, ds, indices=sp.test, source=f"{prov['train']['path']} (test split)").to_dict()
     if prov.get("test"):
         ts = load_dataset(prov["test"]["path"], max_force=split.get("max_force"))
-        out["test_file"] = score(ts, prov["test"]["path"])
+        if pot is None:
+            pot = load_potential(ck, device=device)
+        out["test_file"] = score(pot, ts, source=prov["test"]["path"]).to_dict()
     return out
 
 
@@ -203,20 +195,24 @@ def compare_metrics(ref: dict, new: dict, rtol: float = RTOL, atol: float = ATOL
     return bad
 
 
-def _study_runtime(checkpoint: Path) -> tuple[Optional[int], Optional[str]]:
-    """CPU threads the incumbent's trial trained with and how its features were chunked (None for
-    checkpoints older than those records)."""
-    from mfhpo.checkpoint import load_checkpoint
+def _study_runtime(checkpoint: Path):
+    """CPU threads the incumbent's trial trained with (None for checkpoints older than that record),
+    the featurize options its features were made with (mfhpo.checkpoint.featurize_options_of) and
+    whether the checkpoint records them."""
+    from mfhpo.checkpoint import featurize_options_of, load_checkpoint
 
     try:
         ck = load_checkpoint(checkpoint)
     except Exception:
-        return None, None
+        ck = {}
     n = ck.get("torch_threads")
-    return (int(n) if n else None), ck.get("gmp_chunks")
+    recorded = ck.get("featurize") is not None or ck.get("gmp_chunks") is not None
+    return (int(n) if n else None), featurize_options_of(ck), recorded
 
 
 def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Optional[str] = None) -> dict:
+    """Replay a bundle's training chain with the CPU threads and featurize options its checkpoint
+    records; compare the validation metrics with the study's."""
     import torch
 
     from mfhpo.config import Budget, load_trial_config
@@ -233,13 +229,11 @@ def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Op
     if ds.hash() != d["train"]["hash"]:
         print(f"warning: {path} hash {ds.hash()} differs from the study's {d['train']['hash']}", file=sys.stderr)
     dev = device or ("cuda" if str(man.get("device", "cpu")).startswith("cuda") else "cpu")
-    threads, chunks = _study_runtime(bundle_dir / "checkpoint.pt")
+    threads, featurize, recorded = _study_runtime(bundle_dir / "checkpoint.pt")
     if dev == "cpu" and threads:
         torch.set_num_threads(threads)
         print(f"using {threads} CPU thread(s), as the study's trial did", flush=True)
-    if dev == "cpu" and chunks is None:
-        # features of a bundle made before one-structure-per-chunk featurization: chunk as its study did
-        os.environ["MFHPO_GMP_SHARE_CHUNKS"] = "1"
+    if dev == "cpu" and not recorded:
         print("bundle predates per-structure featurization: featurizing with shared chunks, as its study did "
               "(reproduces where the study featurized in the same batches)", flush=True)
     prev = None
@@ -250,7 +244,7 @@ def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Op
         print(f"step {k + 1}/{len(man['chain'])}: {step['epochs']} epochs, subset {step['subset_fraction']}"
               + (f", warm start from {prev}" if prev else ""), flush=True)
         res = train(cfg, ds, Budget(epochs=int(step["epochs"]), subset_fraction=float(step["subset_fraction"])), sdir,
-                    init_checkpoint=prev, device=dev, progress=False)
+                    init_checkpoint=prev, device=dev, progress=False, featurize=featurize)
         if k > 0 and not res.warm_start.get("used"):
             print(f"warning: warm start not used ({res.warm_start.get('reason')})", file=sys.stderr)
         prev = res.checkpoint_path
