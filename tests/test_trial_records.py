@@ -132,3 +132,19 @@ def test_drop_inactive_follows_the_space_conditions(tmp_path, cheap, dropped):
     spec = build_space_spec(study, "demo.yaml")
     flat = {"num_layers": 2, "nodes_1": 8, "nodes_2": 8, "lr": 0.01, **cheap}
     assert set(flat) - set(drop_inactive(spec, flat)) == dropped
+
+
+def test_a_record_outside_the_stage_space_is_reported_not_skipped_silently():
+    from mfhpo.study.config import load_study
+    from mfhpo.study.resume import configurations
+    from mfhpo.study.space import build_space_spec, to_configspace
+
+    study = load_study(Path(__file__).resolve().parents[1] / "spaces" / "demo.yaml")
+    spec = build_space_spec(study, "demo.yaml")
+    cs = to_configspace(spec, seed=0)
+    good = dict(cs.get_default_configuration())
+    recs = [TrialRecord(trial_id=1, searched=good), TrialRecord(trial_id=2, searched={**good, "lr": 99.0})]
+    notes: list[str] = []
+    out = configurations(recs, cs, notes.append)
+    assert [r.trial_id for r, _ in out] == [1]
+    assert len(notes) == 1 and notes[0].startswith("trial 2: its configuration is not in the stage's space")
