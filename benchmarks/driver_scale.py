@@ -40,6 +40,7 @@ trials.csv rewritten in full after every trial) and prints both runs' per-trial 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -62,7 +63,8 @@ from mfhpo.study.clusters import ClusterHandle  # noqa: E402
 from mfhpo.study.config import load_study  # noqa: E402
 from mfhpo.study.objective import run_trial  # noqa: E402
 from mfhpo.study.rundir import RunDir  # noqa: E402
-from mfhpo.study.runner import StudyRun, prepare_rundir  # noqa: E402
+from mfhpo.study.runner import StudyRun  # noqa: E402
+from mfhpo.study.trial import TrialResult, TrialSpec  # noqa: E402
 
 THREADS_PER_WORKER = 16
 
@@ -112,10 +114,10 @@ class Sim:
 SIM: Sim | None = None
 
 
-def simulated_trial(spec: dict) -> dict:
+def simulated_trial(spec: TrialSpec) -> TrialResult:
     """The real worker function on the toy objective, sleeping for the drawn duration."""
     assert SIM is not None
-    spec = {**spec, "toy": {**spec["toy"], "sleep_fixed_s": SIM.duration(int(spec["trial_id"])), "sleep_s": 0.0}}
+    spec = dataclasses.replace(spec, toy={**spec.toy, "sleep_fixed_s": SIM.duration(spec.trial_id), "sleep_s": 0.0})
     t0 = time.time()
     out = run_trial(spec)
     t1 = time.time()
@@ -291,7 +293,7 @@ def run_one(workers: int, checkpoints: list[int], rate: float, sigma: float, rea
         study_path = tmp / "driver_scale.yaml"
         study_path.write_text(yaml.safe_dump(study_d, sort_keys=False))
         study = load_study(study_path)
-        rd = prepare_rundir(study, tmp / "run", study.optimizer)
+        rd = RunDir(tmp / "run").prepare(study, study.optimizer)
         if baseline:
             rd = FullWriteRunDir(rd.root)
         run = SimulatedStudyRun(study, rd, study.optimizer, None, False, slots=workers, checkpoints=checkpoints,

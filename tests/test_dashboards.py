@@ -81,7 +81,7 @@ def test_optuna_mirror_reads_back_with_optuna(tmp_path):
     study = make_study(tmp_path, budget={"trials": 10}, toy={"sleep_fixed_s": 0.2, "fail_trials": [3]})
     rundir = tmp_path / "run"
     run_command(study, rundir=rundir, progress=False)
-    recs = {r["trial_id"]: r for r in RunDir(rundir).trial_records()}
+    recs = {r["trial_id"]: r for r in (x.to_json() for x in RunDir(rundir).trial_records())}
     journal = rundir / "optuna" / "journal.log"
     storage = JournalStorage(JournalFileBackend(str(journal)))
     s = optuna.load_study(study_name="toy", storage=storage)

@@ -576,7 +576,7 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_and_resumes(tmp_path, fr
     assert len(lines) == 1 and "interrupted; finished trials are saved, resume with: mfhpo run" in lines[0], err
     assert f"--rundir {tmp_path / 'run'}" in lines[0]
     recs = RunDir(tmp_path / "run").trial_records()
-    assert recs and all(r["status"] in ("SUCCESS", "RUNNING") for r in recs)
+    assert recs and all(r.status in ("SUCCESS", "RUNNING") for r in recs)
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(pd.read_csv(tmp_path / "run" / "trials.csv")) == 6

@@ -18,6 +18,7 @@ import yaml
 
 from mfhpo.errors import MfhpoError
 from mfhpo.study.rundir import RunDir
+from mfhpo.study.trial import TrialRecord
 from mfhpo.study.runner import run_command
 
 TOY = {
@@ -58,7 +59,8 @@ def make_study(tmp_path: Path, **over) -> Path:
 
 
 def trial_jsons(rundir: Path) -> list[dict]:
-    return RunDir(rundir).trial_records()
+    """Every trial's trial.json content, as the run directory reads it back."""
+    return [r.to_json() for r in RunDir(rundir).trial_records()]
 
 
 def smac_running(rundir: Path) -> int:
@@ -315,14 +317,14 @@ def test_resume_from_stale_smac_state_keeps_one_config_id_per_configuration(tmp_
     shutil.copytree(rundir / "smac", tmp_path / "smac_at_4")
     run_command(study, rundir=rundir, trials=10, progress=False)
     rd = RunDir(rundir)
-    recs = {r["trial_id"]: r for r in rd.trial_records()}
+    recs = {r["trial_id"]: r for r in trial_jsons(rundir)}
     assert len({recs[t]["config_id"] for t in range(1, 11)}) == 10  # ten configurations (new ids)
     shutil.rmtree(rundir / "smac")
     shutil.copytree(tmp_path / "smac_at_4", rundir / "smac")
     gone = dict(recs[6], status="RUNNING", cost=None)
-    rd.write_trial(gone)
+    rd.write_trial(TrialRecord.from_json(gone))
     run_command(study, rundir=rundir, trials=16, progress=False)
-    after = rd.trial_records()
+    after = trial_jsons(rundir)
     fin = [x for x in after if x["status"] in ("SUCCESS", "CRASHED")]
     assert len(fin) == 16 and next(x for x in after if x["trial_id"] == 6)["status"] == "INTERRUPTED"
     by_id: dict = {}
@@ -341,7 +343,7 @@ def test_trial_table_is_appended_and_rewritten_only_when_needed(tmp_path):
              "cost": 0.1 * tid if status == "SUCCESS" else None, "params": {"lr": 0.01, "nodes": 8}}
         if status == "SUCCESS":
             r["metrics"] = {"val": {"energy_mae_per_atom": 0.01 * tid}}
-        return r
+        return TrialRecord.from_json(r)
 
     rd = RunDir(tmp_path)
     recs = [rec(1, "CRASHED")]

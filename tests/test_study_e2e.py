@@ -79,12 +79,12 @@ def test_tiny_training_study_end_to_end_and_bundle_reproduces(tmp_path, capsys):
     printed = capsys.readouterr()
     assert "force MAE (free atoms)" in printed.out and "(zero-force " in printed.out
     assert "not energy-conserving in MD" in printed.err  # the tiny study's descriptor: hard cutoff (default)
-    inc = res["incumbent"]
-    assert inc["budget"] == 3.0 and inc["cost"] == df[df.budget == 3.0].cost.min()
-    assert "test_split" in res["test"] and res["test"]["test_split"]["n_structures"] > 0
+    inc = res.incumbent
+    assert inc.budget == 3.0 and inc.cost == df[df.budget == 3.0].cost.min()
+    assert "test_split" in res.test and res.test["test_split"]["n_structures"] > 0
     wt = int(promoted.trial_id.iloc[0])
     res2 = incumbent_command(rundir, tmp_path / "warm", trial=wt, evaluate_test=False)
-    assert len(res2["manifest"]["chain"]) == 2
+    assert len(res2.manifest["chain"]) == 2
     for out in (tmp_path / "inc", tmp_path / "warm"):
         unz = out / "unzipped"
         with zipfile.ZipFile(out / "bundle.zip") as z:

@@ -12,6 +12,7 @@ from mfhpo.study import baselines
 from mfhpo.study.config import MetricSection
 from mfhpo.study.incumbent_view import print_incumbent_metrics
 from mfhpo.study.progress import ProgressView
+from mfhpo.study.trial import TrialRecord, TrialStatus
 
 METRIC = MetricSection(energy="energy_mae_per_atom", forces="force_mae_free", force_weight=1.0)
 VAL = {"energy_mae_per_atom": 0.1838, "baseline_energy_mae_per_atom": 0.1866, "force_mae": 0.939,
@@ -19,7 +20,7 @@ VAL = {"energy_mae_per_atom": 0.1838, "baseline_energy_mae_per_atom": 0.1866, "f
 
 
 def _rec(tid, budget, cost, val):
-    return {"trial_id": tid, "budget": budget, "status": "SUCCESS", "cost": cost, "metrics": {"val": val}}
+    return TrialRecord(trial_id=tid, budget=budget, status=TrialStatus.SUCCESS, cost=cost, metrics={"val": val})
 
 
 def test_optimised_metrics_are_labelled_and_compared_with_their_baselines():

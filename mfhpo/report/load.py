@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from mfhpo.errors import MfhpoError
+from mfhpo.study.trial import Candidate, select_incumbent
 
 CFG_PREFIX = "cfg."
 SUCCESS = "SUCCESS"
@@ -55,12 +56,13 @@ class Study:
         return sorted(self.trials["budget"].dropna().astype(float).unique().tolist())
 
     def incumbent(self) -> pd.Series | None:
-        """Best successful trial at the highest budget that has a successful trial."""
+        """The incumbent's row (the study's one rule: :func:`mfhpo.study.trial.select_incumbent`)."""
         ok = self.ok
-        if ok.empty:
+        best = select_incumbent(Candidate(int(t), str(s), float(b), float(c))
+                                for t, s, b, c in zip(ok["trial_id"], ok["status"], ok["budget"], ok["cost"]))
+        if best is None:
             return None
-        top = ok[ok["budget"] == ok["budget"].max()]
-        return top.loc[top["cost"].astype(float).idxmin()]
+        return ok.loc[ok["trial_id"].astype(int) == best.trial_id].iloc[0]
 
     def trial_dir(self, trial_id) -> Path:
         """trials/<id> as the study engine names it (zero-padded ``00012``, or plain ``12``)."""

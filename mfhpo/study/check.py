@@ -296,10 +296,12 @@ def security_label(ccfg) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def preflight_data(study: StudyConfig, spec: SpaceSpec, paths: dict, state: dict, root: Path) -> Optional[dict]:
+def preflight_data(study: StudyConfig, spec: SpaceSpec, paths: dict, state: dict, root: Path,
+                   corners: Optional[list] = None) -> Optional[dict]:
     """Before any worker: on a new study load and validate the data (returns its provenance with file
     hashes); on a resume refuse data files that changed since the study started (returns None). Both
-    then build every corner descriptor for the data's elements."""
+    then build every corner descriptor for the data's elements (``corners``: ``check_corners``'s
+    result when the caller has it)."""
     from mfhpo.study.datafiles import record_file_hashes, refuse_changed_data
     from mfhpo.study.runner import data_provenance
 
@@ -313,5 +315,6 @@ def preflight_data(study: StudyConfig, spec: SpaceSpec, paths: dict, state: dict
     else:
         prov = record_file_hashes(data_provenance(study, paths), paths)
         elements = prov["train"]["elements"]
-    check_elements(study, check_corners(study, spec), elements, Path(paths["train"]).name)
+    corners = check_corners(study, spec) if corners is None else corners
+    check_elements(study, corners, elements, Path(paths["train"]).name)
     return prov

@@ -82,9 +82,9 @@ def sync_mirror(rundir: Path, note=print) -> int:
     cs = to_configspace(build_space_spec(study, str(rd.study_file)), seed=study.seed)
     recs = rd.trial_records()
     added = 0
-    for stage in sorted({r.get("stage") or "joint" for r in recs}):
+    for stage in sorted({r.stage or "joint" for r in recs}):
         m = OptunaMirror(rd.root, study.name, stage, cs, study.metric, note=note)
-        added += m.sync([r for r in recs if (r.get("stage") or "joint") == stage])
+        added += m.sync([r for r in recs if (r.stage or "joint") == stage])
     return added
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 
@@ -29,8 +29,8 @@ from typing import Any, Callable, Optional
 class Pending:
     info: Any  # the TrialInfo object ask() returned
     config_id: int
-    record: dict = field(default_factory=dict)
-    spec: dict = field(default_factory=dict)
+    record: Any = None  # the TrialRecord prepare() made
+    spec: Any = None  # the TrialSpec the worker runs
     future: Any = None
     submitted: float = 0.0
 
@@ -181,7 +181,7 @@ class Dispatcher:
         spec, record = self.prepare(info, cid)
         p = Pending(info=info, config_id=cid, record=record, spec=spec)
         fut = self.client.submit(self.fn, spec, resources=self.resources, pure=False,
-                                 key=f"trial-{record.get('trial_id', id(p))}-{time.time_ns()}")
+                                 key=f"trial-{getattr(record, 'trial_id', id(p))}-{time.time_ns()}")
         p.future = fut
         p.submitted = time.time()
         self.inflight[fut.key] = p
@@ -208,7 +208,7 @@ class Dispatcher:
         value = self._timed("finish", self.finish, p, result, error)
         self.n_done += 1
         if result is not None:
-            self.busy_s += float(result.get("wall_s", 0.0))
+            self.busy_s += float(getattr(result, "wall_s", 0.0))
         try:
             fut.release()
         except Exception:

@@ -14,6 +14,7 @@ import json
 import math
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -23,27 +24,25 @@ from mfhpo.errors import MfhpoError
 from mfhpo.study.incumbent_view import print_incumbent_metrics, study_metric
 from mfhpo.study.portable import (bundle_data_name, generated_demo_args, portable, portable_checkpoint,
                                   portable_study_text)
-from mfhpo.study.rundir import RunDir, atomic_write_json, atomic_write_text, select_incumbent
+from mfhpo.study.config import MetricSection
+from mfhpo.study.rundir import RunDir, atomic_write_json, atomic_write_text
+from mfhpo.study.trial import TrialRecord, select_incumbent
 
 RTOL = 1e-6
 ATOL = 1e-9
 
 
-def warm_chain(records: dict[int, dict], inc: dict) -> list[dict]:
+def warm_chain(records: dict[int, TrialRecord], inc: TrialRecord) -> list[dict]:
     """Trials to replay, first to last: follow warm starts that were actually used."""
     chain = [inc]
     cur = inc
-    while (cur.get("warm_start") or {}).get("used") and cur.get("warm_start_from_trial") is not None:
-        cur = records[int(cur["warm_start_from_trial"])]
+    while cur.warm_started and cur.warm_start_from_trial is not None:
+        cur = records[int(cur.warm_start_from_trial)]
         chain.append(cur)
     chain.reverse()
-    steps = []
-    for k, r in enumerate(chain):
-        steps.append({"trial_id": r["trial_id"], "budget": r["budget"], "epochs": r["epochs"],
-                      "subset_fraction": r["subset_fraction"], "init_from_previous": k > 0,
-                      "epochs_run": r.get("epochs_run"), "stopped_reason": r.get("stopped_reason"),
-                      "val": (r.get("metrics") or {}).get("val")})
-    return steps
+    return [{"trial_id": r.trial_id, "budget": r.budget, "epochs": r.epochs, "subset_fraction": r.subset_fraction,
+             "init_from_previous": k > 0, "epochs_run": r.epochs_run, "stopped_reason": r.stopped_reason,
+             "val": (r.metrics or {}).get("val")} for k, r in enumerate(chain)]
 
 
 def _test_metrics(ck: Path, state: dict, cfg_dict: dict, device: str) -> dict:
@@ -84,54 +83,78 @@ exec python -m mfhpo.study.incumbent retrain "$HERE" --out "$OUT" "$@"
 """
 
 
-def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test: bool = True,
-                      trial: Optional[int] = None) -> dict:
-    """Export the incumbent (or, for inspection, any finished ``trial``) with its bundle."""
+@dataclass
+class IncumbentExport:
+    """What ``mfhpo incumbent`` exported: the trial, where its files are, the manifest and metrics."""
+
+    incumbent: TrialRecord
+    out: Path
+    bundle: Path
+    manifest: dict
+    metrics: dict  # {"val", "train"} from the study, plus the test metrics
+    test: dict  # {"test_split": ..., "test_file": ...}: computed here, reported only
+    at_highest_budget: bool
+    max_budget: float
+    metric: MetricSection  # the study's cost
+
+
+def export_incumbent(rundir: Path, out: Optional[Path] = None, *, evaluate_test: bool = True,
+                     trial: Optional[int] = None) -> IncumbentExport:
+    """Export the incumbent (or, for inspection, any finished ``trial``) with its bundle; prints nothing."""
     rd = RunDir(Path(rundir))
     if not rd.exists():
         raise MfhpoError(f"{rundir}: not a study run directory (no state.json)")
     state = rd.read_state()
-    records = {r["trial_id"]: r for r in rd.trial_records()}
+    records = {r.trial_id: r for r in rd.trial_records()}
     inc = select_incumbent(records.values()) if trial is None else records.get(int(trial))
     if inc is None:
         raise MfhpoError(f"{rundir}: no successful trial yet" if trial is None else f"{rundir}: no trial {trial}")
-    max_budget = max((f["budget"] for f in state.get("fidelity", [])), default=inc["budget"])
-    at_top = math.isclose(float(inc["budget"]), float(max_budget), rel_tol=1e-9)
+    max_budget = max((f["budget"] for f in state.get("fidelity", [])), default=inc.budget)
     out = Path(out) if out is not None else rd.root / "incumbent"
     out.mkdir(parents=True, exist_ok=True)
-    tdir = rd.trial_dir(inc["trial_id"])
-    ck = tdir / "checkpoint.pt"
+    ck = rd.trial_dir(inc.trial_id) / "checkpoint.pt"
     if not ck.exists():
-        raise MfhpoError(f"{tdir}: incumbent trial has no checkpoint.pt (objective without training?)")
+        raise MfhpoError(f"{ck.parent}: incumbent trial has no checkpoint.pt (objective without training?)")
     portable_checkpoint(ck, out / "checkpoint.pt")  # no base_dir of this machine
-    cfg_dict = inc["config"]
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(inc.config, sort_keys=False))
     chain = warm_chain(records, inc)
-    dev = str(inc.get("device") or "cpu")
+    dev = str(inc.device or "cpu")
     test = {}
     if evaluate_test:
-        test = _test_metrics(out / "checkpoint.pt", state, cfg_dict, "cuda" if dev.startswith("cuda") else "cpu")
-    metrics = {"val": (inc.get("metrics") or {}).get("val"), "train": (inc.get("metrics") or {}).get("train")}
-    metrics.update(test)
+        test = _test_metrics(out / "checkpoint.pt", state, inc.config, "cuda" if dev.startswith("cuda") else "cpu")
+    metrics = {"val": (inc.metrics or {}).get("val"), "train": (inc.metrics or {}).get("train"), **test}
     atomic_write_json(out / "metrics.json", metrics)
+    manifest = _manifest(state, inc, chain, dev, max_budget)
+    atomic_write_json(out / "manifest.json", manifest)
+    atomic_write_text(out / "retrain.sh", RETRAIN_SH)  # one-command retrain + the equivalent mfhpo train commands
+    data = manifest["data"]["train"] if manifest["data"] else {}
+    data_name = bundle_data_name(data) if data else "DATA"
+    atomic_write_text(out / "commands.txt", _train_commands(chain, data_name))
+    atomic_write_text(out / "README.txt", _readme(state, inc, chain, data, data_name))
+    bundle = _write_bundle(rd, out, chain, (state.get("provenance") or {}).get("data") or {})
+    return IncumbentExport(incumbent=inc, out=out, bundle=bundle, manifest=manifest, metrics=metrics, test=test,
+                           at_highest_budget=manifest["at_highest_budget"], max_budget=max_budget,
+                           metric=study_metric(rd.root))
+
+
+def _manifest(state: dict, inc: TrialRecord, chain: list[dict], device: str, max_budget: float) -> dict:
     prov = state.get("provenance", {})
-    manifest = {
+    cfg = inc.config
+    return {
         "study": state.get("study"), "study_hash": state.get("study_hash"), "optimizer": state.get("optimizer"),
-        "mode": state.get("mode"), "metric": state.get("metric"), "incumbent_trial": inc["trial_id"],
-        "config_id": inc["config_id"], "stage": inc.get("stage"), "cost": inc["cost"],
-        "budget": inc["budget"], "at_highest_budget": at_top, "max_budget": max_budget,
-        "epochs": inc["epochs"], "subset_fraction": inc["subset_fraction"], "seeds": {
-            "study": state.get("seed"), "trial": cfg_dict.get("seed"), "split": cfg_dict.get("split", {}).get("seed"),
-            "smac": inc.get("smac_seed")},
-        "params": inc.get("params"), "chain": chain, "device": dev,
+        "mode": state.get("mode"), "metric": state.get("metric"), "incumbent_trial": inc.trial_id,
+        "config_id": inc.config_id, "stage": inc.stage, "cost": inc.cost,
+        "budget": inc.budget, "at_highest_budget": math.isclose(float(inc.budget), float(max_budget), rel_tol=1e-9),
+        "max_budget": max_budget, "epochs": inc.epochs, "subset_fraction": inc.subset_fraction, "seeds": {
+            "study": state.get("seed"), "trial": cfg.get("seed"), "split": cfg.get("split", {}).get("seed"),
+            "smac": inc.smac_seed},
+        "params": inc.params, "chain": chain, "device": device,
         "data": portable(prov.get("data")), "packages": prov.get("packages"),
         "selection": "lowest validation cost at the highest budget reached; test metrics are reported only",
     }
-    atomic_write_json(out / "manifest.json", manifest)
-    # one-command retrain: script + the equivalent mfhpo train commands
-    atomic_write_text(out / "retrain.sh", RETRAIN_SH)
-    data = manifest["data"]["train"] if manifest["data"] else {}
-    data_name = bundle_data_name(data) if data else "DATA"
+
+
+def _train_commands(chain: list[dict], data_name: str) -> str:
     lines = ["# equivalent mfhpo train commands (same chain; data filters of the study: see manifest.json)"]
     prev = None
     for k, step in enumerate(chain):
@@ -142,9 +165,12 @@ def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test
             cmd += f" --init-checkpoint {prev}/checkpoint.pt"
         lines.append(cmd)
         prev = o
-    atomic_write_text(out / "commands.txt", "\n".join(lines) + "\n")
-    readme = (f"Incumbent of study {state.get('study')}: trial {inc['trial_id']} at budget {inc['budget']:g} "
-              f"({inc['epochs']} epochs, subset {inc['subset_fraction']}), cost {inc['cost']:.6g} "
+    return "\n".join(lines) + "\n"
+
+
+def _readme(state: dict, inc: TrialRecord, chain: list[dict], data: dict, data_name: str) -> str:
+    readme = (f"Incumbent of study {state.get('study')}: trial {inc.trial_id} at budget {inc.budget:g} "
+              f"({inc.epochs} epochs, subset {inc.subset_fraction}), cost {inc.cost:.6g} "
               f"({state.get('metric')}).\nReproduce: bash retrain.sh   (replays {len(chain)} step(s) and compares "
               f"validation metrics)\nData are referenced by file name and hash in manifest.json, never copied: put "
               f"{data_name} next to this file or pass --data PATH.\n")
@@ -152,16 +178,19 @@ def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test
         g = data["generated_demo"]
         readme += (f"The demo data are generated: mfhpo demo-data {data_name} --n {g['n_structures']} "
                    f"--seed {g['seed']} (retrain.sh regenerates them when missing).\n")
-    atomic_write_text(out / "README.txt", readme)
-    study_copy = rd.study_file
+    return readme
+
+
+def _write_bundle(rd: RunDir, out: Path, chain: list[dict], data_prov: dict) -> Path:
+    """bundle.zip: the exported files, the portable study file and the chain's trial files."""
     bundle = out / "bundle.zip"
     tmp = out / ".bundle.zip.tmp"
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for name in ("config.yaml", "checkpoint.pt", "metrics.json", "manifest.json", "retrain.sh", "commands.txt",
                      "README.txt"):
             z.write(out / name, name)
-        if study_copy.exists():
-            z.writestr("study.yaml", portable_study_text(study_copy.read_text(), prov.get("data") or {}))
+        if rd.study_file.exists():
+            z.writestr("study.yaml", portable_study_text(rd.study_file.read_text(), data_prov))
         for step in chain:
             td = rd.trial_dir(step["trial_id"])
             if (td / "trial.json").exists():  # paths relative to the run directory, no host name
@@ -171,12 +200,20 @@ def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test
                 if (td / name).exists():
                     z.write(td / name, f"chain/{step['trial_id']:05d}/{name}")
     tmp.replace(bundle)
-    print(f"incumbent: trial {inc['trial_id']} at budget {inc['budget']:g}"
-          + ("" if at_top else f" (WARNING: no trial reached the highest budget {max_budget:g} yet)")
-          + f", cost {inc['cost']:.6g}")
-    print_incumbent_metrics(metrics["val"] or {}, test, study_metric(rd.root), cfg_dict)
-    print(f"wrote {out}/config.yaml, checkpoint.pt, metrics.json, bundle.zip (reproduce: unzip, bash retrain.sh)")
-    return {"incumbent": inc, "out": out, "bundle": bundle, "manifest": manifest, "test": test}
+    return bundle
+
+
+def incumbent_command(rundir: Path, out: Optional[Path] = None, *, evaluate_test: bool = True,
+                      trial: Optional[int] = None) -> IncumbentExport:
+    """``mfhpo incumbent``: export (:func:`export_incumbent`) and print what was exported."""
+    ex = export_incumbent(rundir, out, evaluate_test=evaluate_test, trial=trial)
+    inc = ex.incumbent
+    print(f"incumbent: trial {inc.trial_id} at budget {inc.budget:g}"
+          + ("" if ex.at_highest_budget else f" (WARNING: no trial reached the highest budget {ex.max_budget:g} yet)")
+          + f", cost {inc.cost:.6g}")
+    print_incumbent_metrics(ex.metrics["val"] or {}, ex.test, ex.metric, inc.config)
+    print(f"wrote {ex.out}/config.yaml, checkpoint.pt, metrics.json, bundle.zip (reproduce: unzip, bash retrain.sh)")
+    return ex
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``run_trial(spec)``: what a Dask worker executes for one trial.
+"""``run_trial(spec: TrialSpec) -> TrialResult``: what a Dask worker executes for one trial.
 
 It never raises for a trial's own failure: exceptions become ``status: CRASHED`` (CUDA out of
 memory: ``MEMORYOUT``) with the error in ``error.txt``; only a dead worker (SIGKILL, OOM kill)
@@ -15,6 +15,8 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from mfhpo.study.trial import TrialResult, TrialSpec, TrialStatus
 
 _DATASETS: dict[tuple, Any] = {}
 
@@ -42,13 +44,13 @@ def is_oom(exc: BaseException) -> bool:
     return name == "OutOfMemoryError" or "CUDA out of memory" in str(exc) or "CUBLAS_STATUS_ALLOC_FAILED" in str(exc)
 
 
-def _toy(spec: dict) -> dict:
+def _toy(spec: TrialSpec) -> dict:
     """Cheap synthetic objective: a bowl in the normalised configuration vector, better at higher budget."""
     import numpy as np
 
-    toy = spec["toy"]
-    tid = int(spec["trial_id"])
-    frac = float(spec["smac_budget"]) / float(spec["max_budget"])
+    toy = spec.toy
+    tid = int(spec.trial_id)
+    frac = float(spec.smac_budget) / float(spec.max_budget)
     sleep = float(toy.get("sleep_fixed_s", 0.0)) + float(toy.get("sleep_s", 0.0)) * frac
     if tid in toy.get("kill_trials", []):
         time.sleep(min(sleep, 0.5))
@@ -62,7 +64,7 @@ def _toy(spec: dict) -> dict:
         raise RuntimeError(f"toy objective: trial {tid} fails on purpose")
     if tid in toy.get("oom_trials", []):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (toy objective)")
-    x = np.asarray([v for v in spec.get("vector", []) if v is not None and math.isfinite(v)], dtype=float)
+    x = np.asarray([v for v in spec.vector if v is not None and math.isfinite(v)], dtype=float)
     core = float(np.mean((x - 0.3) ** 2)) if x.size else 0.0
     e = core + 0.2 * (1.0 - frac) + 0.01
     f = 0.5 * core + 0.1 * (1.0 - frac) + 0.02
@@ -70,38 +72,38 @@ def _toy(spec: dict) -> dict:
            "force_mae": f, "force_mae_free": f, "force_rmse": 1.3 * f, "force_rmse_free": 1.3 * f,
            "baseline_energy_mae_per_atom": 0.5, "baseline_force_mae": 0.3, "baseline_force_mae_free": 0.3}
     dt = time.perf_counter() - t0
-    return {"metrics": {"val": val}, "epochs_run": int(spec["budget"]["epochs"]), "warm_start": {"used": False},
+    return {"metrics": {"val": val}, "epochs_run": int(spec.budget["epochs"]), "warm_start": {"used": False},
             "timings": {"featurize_s": 0.0, "train_s": dt, "total_s": dt}, "device": "cpu", "checkpoint": None}
 
 
-def _train(spec: dict) -> dict:
+def _train(spec: TrialSpec) -> dict:
     from mfhpo.config import Budget, TrialConfig
     from mfhpo.train import train
 
-    cfg = TrialConfig.model_validate(spec["config"])
-    d = spec["data"]
+    cfg = TrialConfig.model_validate(spec.config)
+    d = spec.data
     ds = load_study_dataset(d["train"], d.get("group_key"), d.get("max_force"))
     cache = None
-    if spec.get("cache_dir"):
+    if spec.cache_dir:
         try:
             from mfhpo.gmp.cache import FeatureCache
 
-            cache = FeatureCache(Path(spec["cache_dir"]))
+            cache = FeatureCache(Path(spec.cache_dir))
         except Exception:  # cache unavailable: featurize without it
             cache = None
-    init = spec.get("init_checkpoint")
-    res = train(cfg, ds, Budget(**spec["budget"]), Path(spec["trial_dir"]),
-                init_checkpoint=None if init is None else Path(init), cache=cache, device=spec.get("device"),
-                progress=False, time_limit_s=spec.get("time_limit_s"), eval_test=False,
-                base_dir=Path(spec["base_dir"]) if spec.get("base_dir") else None)
+    init = spec.init_checkpoint
+    res = train(cfg, ds, Budget(**spec.budget), Path(spec.trial_dir),
+                init_checkpoint=None if init is None else Path(init), cache=cache, device=spec.device,
+                progress=False, time_limit_s=spec.time_limit_s, eval_test=False,
+                base_dir=Path(spec.base_dir) if spec.base_dir else None)
     return {"metrics": res.metrics, "epochs_run": int(res.epochs_run), "warm_start": dict(res.warm_start),
             "timings": dict(res.timings), "device": str(res.device),
             "checkpoint": None if res.checkpoint_path is None else str(res.checkpoint_path),
             "stopped_reason": res.stopped_reason, "best_epoch": res.best_epoch}
 
 
-def run_trial(spec: dict) -> dict:
-    """Run one trial described by ``spec`` (plain dict, picklable); return a result dict."""
+def run_trial(spec: TrialSpec) -> TrialResult:
+    """Run one trial; its cost is the study's metric section's (``MetricSection.cost``)."""
     started = now_iso()
     t0 = time.perf_counter()
     host = socket.gethostname()
@@ -112,21 +114,17 @@ def run_trial(spec: dict) -> dict:
         worker = f"{host}:{get_worker().name}"
     except Exception:
         pass
-    trial_dir = Path(spec["trial_dir"])
+    trial_dir = Path(spec.trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {"worker": worker, "started_at": started, "started_unix": time.time()}
     try:
-        res = _toy(spec) if spec.get("objective") == "toy" else _train(spec)
+        res = _toy(spec) if spec.objective == "toy" else _train(spec)
         out.update(res)
-        m = spec["metric"]
-        val = res["metrics"].get("val") or {}
-        cost = float(val[m["energy"]])
-        if m.get("forces") and float(m.get("force_weight", 0)) > 0:
-            cost += float(m["force_weight"]) * float(val[m["forces"]])
+        cost = spec.metric.cost(res["metrics"].get("val") or {})
         if not math.isfinite(cost):
-            out.update(status="CRASHED", cost=None, error="non-finite validation cost")
+            out.update(status=TrialStatus.CRASHED, cost=None, error="non-finite validation cost")
         else:
-            out.update(status="SUCCESS", cost=cost)
+            out.update(status=TrialStatus.SUCCESS, cost=cost)
     except BaseException as exc:  # noqa: BLE001 - every failure of the trial is recorded
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
@@ -135,7 +133,7 @@ def run_trial(spec: dict) -> dict:
             (trial_dir / "error.txt").write_text(tb)
         except OSError:
             pass
-        out.update(status="MEMORYOUT" if is_oom(exc) else "CRASHED", cost=None,
+        out.update(status=TrialStatus.MEMORYOUT if is_oom(exc) else TrialStatus.CRASHED, cost=None,
                    error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
         out.setdefault("timings", {})
         try:
@@ -150,4 +148,4 @@ def run_trial(spec: dict) -> dict:
     out.setdefault("timings", {})
     out["timings"].setdefault("total_s", time.perf_counter() - t0)
     out["wall_s"] = time.perf_counter() - t0
-    return out
+    return TrialResult(**out)

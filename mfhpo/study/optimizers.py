@@ -9,7 +9,8 @@ Usable from a plain Python objective::
     info = opt.ask()                       # smac.runhistory.TrialInfo
     cost = f(info.config, opt.budget_of(info))
     opt.tell(info, TrialValue(cost=cost))  # pass back exactly the TrialInfo ask() gave
-    opt.incumbent()
+
+The incumbent is mfhpo's, chosen from the trial records (``mfhpo.study.trial.select_incumbent``).
 
 Design notes (docs/studies.md, ../shared hpo_notes): the Scenario is fixed once (``n_trials`` large)
 and the caller stops by its own criteria, so resuming never makes SMAC call ``input()``;
@@ -65,11 +66,6 @@ class Optimizer:
     def budget_of(self, info) -> float:
         """The trial's budget; full budget for optimizers without budgets."""
         return float(info.budget) if info.budget is not None else self.max_budget
-
-    def incumbent(self):
-        """Best configuration (for smac-mf: at the highest budget observed), or None."""
-        inc = self.facade.intensifier.get_incumbent()
-        return inc
 
     @property
     def runhistory(self):

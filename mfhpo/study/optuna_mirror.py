@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from mfhpo.study.rundir import RunDir
+from mfhpo.study.trial import TrialRecord, TrialStatus
 
 JOURNAL = Path("optuna") / "journal.log"
 INSTALL_HINT = "pip install 'mfhpo[dashboard]'"
@@ -102,9 +103,9 @@ def _plain(v: Any) -> Any:
         return str(v)
 
 
-def _params(rec: dict, dists: dict) -> tuple[dict, dict]:
+def _params(rec: TrialRecord, dists: dict) -> tuple[dict, dict]:
     params, used = {}, {}
-    for k, v in (rec.get("searched") or {}).items():
+    for k, v in rec.searched.items():
         d = dists.get(k)
         if d is None or v is None:
             continue
@@ -116,8 +117,8 @@ def _params(rec: dict, dists: dict) -> tuple[dict, dict]:
     return params, used
 
 
-def _when(rec: dict, key: str) -> Optional[datetime]:
-    s = rec.get(key)
+def _when(rec: TrialRecord, key: str) -> Optional[datetime]:
+    s = getattr(rec, key)
     if not s:
         return None
     try:
@@ -152,28 +153,27 @@ def validation_curve(trial_dir: Path, metric) -> dict[int, float]:
     return out
 
 
-def user_attrs(rec: dict) -> dict[str, Any]:
-    ws = rec.get("warm_start") or {}
+def user_attrs(rec: TrialRecord) -> dict[str, Any]:
     attrs: dict[str, Any] = {
-        "mfhpo_trial_id": int(rec["trial_id"]),
-        "config_id": rec.get("config_id"),
-        "budget": rec.get("budget"),
-        "epochs": rec.get("epochs"),
-        "subset_fraction": rec.get("subset_fraction"),
-        "status": rec.get("status"),
-        "stage": rec.get("stage"),
-        "warm_started_from": rec.get("warm_start_from_trial") if ws.get("used") else None,
-        "epoch_equivalents": rec.get("epoch_equivalents"),
-        "worker": rec.get("worker"),
+        "mfhpo_trial_id": int(rec.trial_id),
+        "config_id": rec.config_id,
+        "budget": rec.budget,
+        "epochs": rec.epochs,
+        "subset_fraction": rec.subset_fraction,
+        "status": rec.status.value,
+        "stage": rec.stage,
+        "warm_started_from": rec.warm_start_from_trial if rec.warm_started else None,
+        "epoch_equivalents": rec.epoch_equivalents,
+        "worker": rec.worker,
     }
-    val = (rec.get("metrics") or {}).get("val") or {}
+    val = rec.val
     for k in _METRIC_ATTRS:
         if val.get(k) is not None:
             attrs[f"val_{k}"] = float(val[k])
-    if rec.get("error"):
-        attrs["error"] = str(rec["error"])[:500]
-    if (rec.get("timings") or {}).get("total_s") is not None:
-        attrs["time_s"] = float(rec["timings"]["total_s"])
+    if rec.error:
+        attrs["error"] = str(rec.error)[:500]
+    if (rec.timings or {}).get("total_s") is not None:
+        attrs["time_s"] = float(rec.timings["total_s"])
     return {k: v for k, v in attrs.items() if v is not None}
 
 
@@ -217,29 +217,28 @@ class OptunaMirror:
             self.note(f"optuna mirror off: {type(exc).__name__}: {exc}")
 
     # ---- events -------------------------------------------------------------------------------
-    def started(self, rec: dict) -> None:
+    def started(self, rec: TrialRecord) -> None:
         self._guard(self._started, rec)
 
-    def finished(self, rec: dict) -> None:
+    def finished(self, rec: TrialRecord) -> None:
         self._guard(self._finished, rec)
 
-    def sync(self, records: Iterable[dict]) -> int:
+    def sync(self, records: Iterable[TrialRecord]) -> int:
         """Finish trials that are finished in ``records`` but not in the storage; returns how many."""
         n = 0
-        for rec in sorted(records, key=lambda r: r["trial_id"]):
-            if int(rec["trial_id"]) in self.done:
+        for rec in sorted(records, key=lambda r: r.trial_id):
+            if int(rec.trial_id) in self.done:
                 continue
-            status = rec.get("status")
-            if status == "SUCCESS" or status in _FAIL_STATES:
+            if rec.status == TrialStatus.SUCCESS or rec.status in _FAIL_STATES:
                 self._guard(self._finished, rec)
                 n += 1
         return n
 
     # ---- storage writes -------------------------------------------------------------------------
-    def _started(self, rec: dict) -> None:
+    def _started(self, rec: TrialRecord) -> None:
         from optuna.trial import FrozenTrial, TrialState
 
-        tid = int(rec["trial_id"])
+        tid = int(rec.trial_id)
         if tid in self.ids:
             return
         params, dists = _params(rec, self.dists)
@@ -249,11 +248,11 @@ class OptunaMirror:
                            user_attrs=user_attrs(rec), system_attrs={}, intermediate_values={}, trial_id=0)
         self.ids[tid] = self.storage.create_new_trial(self.study._study_id, template_trial=tmpl)
 
-    def _finished(self, rec: dict) -> None:
+    def _finished(self, rec: TrialRecord) -> None:
         from optuna.trial import FrozenTrial, TrialState
 
-        tid = int(rec["trial_id"])
-        ok = rec.get("status") == "SUCCESS" and rec.get("cost") is not None and math.isfinite(float(rec["cost"]))
+        tid = int(rec.trial_id)
+        ok = rec.status == TrialStatus.SUCCESS and rec.cost is not None and math.isfinite(float(rec.cost))
         state = TrialState.COMPLETE if ok else TrialState.FAIL
         curve = validation_curve(RunDir(self.root).trial_dir(tid), self.metric)
         if tid in self.ids:
@@ -265,10 +264,10 @@ class OptunaMirror:
                 self.storage.set_trial_intermediate_value(sid, step, v)
             for k, v in user_attrs(rec).items():
                 self.storage.set_trial_user_attr(sid, k, v)
-            self.storage.set_trial_state_values(sid, state, [float(rec["cost"])] if ok else None)
+            self.storage.set_trial_state_values(sid, state, [float(rec.cost)] if ok else None)
         else:
             params, dists = _params(rec, self.dists)
-            frozen = FrozenTrial(number=0, state=state, value=float(rec["cost"]) if ok else None,
+            frozen = FrozenTrial(number=0, state=state, value=float(rec.cost) if ok else None,
                                  datetime_start=_when(rec, "started_at") or _when(rec, "submitted_at"),
                                  datetime_complete=_when(rec, "finished_at") or datetime.now(),
                                  params=params, distributions=dists, user_attrs=user_attrs(rec), system_attrs={},
@@ -282,10 +281,10 @@ class _Off:
 
     enabled = False
 
-    def started(self, rec: dict) -> None:
+    def started(self, rec: TrialRecord) -> None:
         pass
 
-    def finished(self, rec: dict) -> None:
+    def finished(self, rec: TrialRecord) -> None:
         pass
 
     def sync(self, records) -> int:

@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from mfhpo.study import baselines
-from mfhpo.study.rundir import select_incumbent
+from mfhpo.study.trial import TrialRecord, TrialStatus, select_incumbent
 
 
 def _fmt(v: Any, nd: int = 4) -> str:
@@ -34,7 +34,7 @@ class ProgressView:
         self.enabled = enabled
         self._live = None
         self._last = 0.0
-        self.records: list[dict] = []
+        self.records: list[TrialRecord] = []
         self.running: dict[int, dict] = {}
         self.note = ""
 
@@ -59,24 +59,24 @@ class ProgressView:
             if not self.tty and self.enabled and note:
                 print(f"[mfhpo] {note}", file=self.stream, flush=True)
 
-    def started(self, rec: dict) -> None:
-        self.running[rec["trial_id"]] = rec
+    def started(self, rec: TrialRecord) -> None:
+        self.running[rec.trial_id] = rec
 
-    def finished(self, rec: dict) -> None:
-        self.running.pop(rec["trial_id"], None)
+    def finished(self, rec: TrialRecord) -> None:
+        self.running.pop(rec.trial_id, None)
         self.records.append(rec)
         if self.enabled and not self.tty:
             inc = select_incumbent(self.records)
-            cost = _fmt(rec.get("cost"))
-            ws = " warm" if (rec.get("warm_start") or {}).get("used") else ""
-            err = f" ({rec.get('error')})" if rec.get("error") else ""
-            line = (f"[mfhpo] trial {rec['trial_id']} {rec.get('stage', '')} budget {_fmt(rec.get('budget'))} "
-                    f"({rec.get('epochs')} ep, subset {_fmt(rec.get('subset_fraction'), 3)}){ws}: "
-                    f"{rec.get('status')} cost {cost}{err} | done {len(self.records)}, running "
-                    f"{len(self.running)}, best {_fmt(inc['cost']) if inc else '-'} | {self.budget_text()}")
+            cost = _fmt(rec.cost)
+            ws = " warm" if rec.warm_started else ""
+            err = f" ({rec.error})" if rec.error else ""
+            line = (f"[mfhpo] trial {rec.trial_id} {rec.stage or ''} budget {_fmt(rec.budget)} "
+                    f"({rec.epochs} ep, subset {_fmt(rec.subset_fraction, 3)}){ws}: "
+                    f"{rec.status} cost {cost}{err} | done {len(self.records)}, running "
+                    f"{len(self.running)}, best {_fmt(inc.cost) if inc else '-'} | {self.budget_text()}")
             print(line, file=self.stream, flush=True)
             if inc is not None and inc is rec:  # a new incumbent: its metrics next to the baselines
-                val = (inc.get("metrics") or {}).get("val") or {}
+                val = inc.val
                 print(f"[mfhpo]   new incumbent: {baselines.summary(val, self.metric)}", file=self.stream, flush=True)
                 warn = baselines.warning(val, self.metric)
                 if warn:
@@ -106,8 +106,8 @@ class ProgressView:
         from rich.table import Table
         from rich.text import Text
 
-        by = Counter((r.get("budget"), r.get("status")) for r in self.records)
-        run_by = Counter(r.get("budget") for r in self.running.values())
+        by = Counter((r.budget, r.status) for r in self.records)
+        run_by = Counter(r.budget for r in self.running.values())
         budgets = sorted({b for b, _ in by} | set(run_by), key=lambda x: float(x or 0))
         t = Table(title=f"{self.title}: trials per budget", expand=False)
         for c in ("budget", "done", "running", "crashed", "best cost"):
@@ -115,7 +115,7 @@ class ProgressView:
         for b in budgets:
             done = sum(n for (bb, s), n in by.items() if bb == b)
             crashed = sum(n for (bb, s), n in by.items() if bb == b and s != "SUCCESS")
-            costs = [r["cost"] for r in self.records if r.get("budget") == b and r.get("status") == "SUCCESS"]
+            costs = [r.cost for r in self.records if r.budget == b and r.status == TrialStatus.SUCCESS]
             t.add_row(_fmt(b), str(done), str(run_by.get(b, 0)), str(crashed), _fmt(min(costs) if costs else None))
         inc = select_incumbent(self.records)
         parts: list[Any] = [t, Text(f"cost = {self.metric.describe()}")]
@@ -124,10 +124,10 @@ class ProgressView:
         else:
             parts.append(Text(self.budget_text()))
         if inc:
-            v = (inc.get("metrics") or {}).get("val", {})
+            v = inc.val
             rows = baselines.optimised(v, self.metric)
             bc = baselines.baseline_cost(rows)
-            parts.append(Text(f"incumbent: trial {inc['trial_id']} at budget {_fmt(inc['budget'])}, cost {_fmt(inc['cost'])}"
+            parts.append(Text(f"incumbent: trial {inc.trial_id} at budget {_fmt(inc.budget)}, cost {_fmt(inc.cost)}"
                               + (f" (baselines {_fmt(bc)})" if bc is not None else "")))
             parts.append(Text(f"  val {baselines.summary(v, self.metric)}"))
             warn = baselines.warning(v, self.metric)

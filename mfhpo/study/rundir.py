@@ -18,13 +18,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable
 
 from mfhpo.atomic import atomic_open
-
-FINISHED = ("SUCCESS", "CRASHED", "MEMORYOUT", "TIMEOUT")
+from mfhpo.errors import MfhpoError
+from mfhpo.study.trial import FINISHED, TrialRecord, jsonable  # noqa: F401 - FINISHED: one name for readers
 
 BASE_COLUMNS = [
     "trial_id", "config_id", "budget", "epochs", "subset_fraction", "seed", "status", "cost", "optimizer",
@@ -46,25 +45,8 @@ def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
     atomic_write_bytes(path, text.encode(), fsync=fsync)
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, Path):
-        return str(v)
-    if hasattr(v, "item") and callable(v.item):
-        try:
-            return v.item()
-        except Exception:
-            return str(v)
-    return v
-
-
 def atomic_write_json(path: Path, obj: Any, fsync: bool = True) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n", fsync=fsync)
+    atomic_write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n", fsync=fsync)
 
 
 def read_json(path: Path) -> Any:
@@ -113,8 +95,34 @@ class RunDir:
     def write_state(self, state: dict) -> None:
         atomic_write_json(self.state_file, state)
 
+    # preparation and lock
+    def lock(self):
+        """The run lock (``run.lock``, flock): one ``mfhpo run`` per run directory."""
+        from mfhpo.study.lock import RunLock
+
+        return RunLock(self.root / "run.lock")
+
+    def prepare(self, study, kind: str) -> "RunDir":
+        """A new run directory gets the study file and its hash; an existing one must have been started
+        from the same study file and optimizer."""
+        if self.exists():
+            state = self.read_state()
+            old = state.get("study_hash")
+            if old and old != study.file_hash():
+                raise MfhpoError(f"{study.path}: changed since {self.root} was started (hash {study.file_hash()} "
+                                 f"!= {old}); restore it or use a new --rundir")
+            if state.get("optimizer") and state["optimizer"] != kind:
+                raise MfhpoError(f"{self.root}: was run with optimizer {state['optimizer']}, not {kind}; "
+                                 "use a new --rundir")
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.study_file, study.text)
+            atomic_write_text(self.hash_file, study.file_hash() + "\n")
+        return self
+
     # trials
-    def trial_records(self) -> list[dict]:
+    def trial_records(self) -> list[TrialRecord]:
+        """Every trial folder's record, by trial id (a torn trial.json is skipped: its trial re-runs)."""
         out = []
         if not self.trials_dir.exists():
             return out
@@ -122,19 +130,19 @@ class RunDir:
             f = d / "trial.json"
             if f.exists():
                 try:
-                    out.append(read_json(f))
+                    out.append(TrialRecord.from_json(read_json(f)))
                 except json.JSONDecodeError:
                     continue
-        out.sort(key=lambda r: r["trial_id"])
+        out.sort(key=lambda r: r.trial_id)
         return out
 
-    def write_trial(self, rec: dict, fsync: bool = True) -> None:
-        atomic_write_json(self.trial_dir(rec["trial_id"]) / "trial.json", rec, fsync=fsync)
+    def write_trial(self, rec: TrialRecord, fsync: bool = True) -> None:
+        atomic_write_json(self.trial_dir(rec.trial_id) / "trial.json", rec.to_json(), fsync=fsync)
 
-    def write_table(self, records: Iterable[dict] | None = None) -> Path:
+    def write_table(self, records: Iterable[TrialRecord] | None = None) -> Path:
         """Rewrite trials.csv in full: one row per finished trial, columns the union over rows."""
         records = self.trial_records() if records is None else list(records)
-        rows = [table_row(r) for r in records if r.get("status") in FINISHED]
+        rows = [r.table_row() for r in records if r.finished]
         cols = table_columns(rows)
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
@@ -145,13 +153,13 @@ class RunDir:
         self._table_columns = cols
         return self.table_file
 
-    def append_table_row(self, rec: dict, records: Iterable[dict]) -> None:
+    def append_table_row(self, rec: TrialRecord, records: Iterable[TrialRecord]) -> None:
         """Add the finished trial ``rec`` to trials.csv as one appended line (O(1) per trial).
 
         The file is rewritten in full from ``records`` instead when this RunDir has not written it
         yet (so a line torn by a killed run is repaired once per run) or when the row has a column
         the header lacks (e.g. the first successful trial after crashed ones)."""
-        row = table_row(rec)
+        row = rec.table_row()
         cols = getattr(self, "_table_columns", None)
         if cols is None or not self.table_file.exists() or not set(row) <= set(cols):
             self.write_table(records)
@@ -178,56 +186,3 @@ def _csv_values(row: dict, cols: list[str]) -> dict:
     return {k: ("" if row.get(k) is None else row.get(k)) for k in cols}
 
 
-def table_row(rec: dict) -> dict:
-    t = rec.get("timings") or {}
-    ws = rec.get("warm_start") or {}
-    row = {
-        "trial_id": rec["trial_id"],
-        "config_id": rec.get("config_id"),
-        "budget": rec.get("budget"),
-        "epochs": rec.get("epochs"),
-        "subset_fraction": rec.get("subset_fraction"),
-        "seed": rec.get("seed"),
-        "status": rec.get("status"),
-        "cost": rec.get("cost"),
-        "optimizer": rec.get("optimizer"),
-        "stage": rec.get("stage"),
-        "warm_started": bool(ws.get("used", False)),
-        "warm_start_from": ws.get("from_trial") if ws.get("used") else None,
-        "epoch_equivalents": rec.get("epoch_equivalents"),
-        "epochs_saved": rec.get("epochs_saved", 0),
-        "time_saved_s": rec.get("time_saved_s", 0.0),
-        "wall_time_s": t.get("total_s"),
-        "featurize_time_s": t.get("featurize_s"),
-        "train_time_s": t.get("train_s"),
-        "worker": rec.get("worker"),
-        "device": rec.get("device"),
-        "started_at": rec.get("started_at"),
-        "finished_at": rec.get("finished_at"),
-    }
-    val = (rec.get("metrics") or {}).get("val") or {}
-    for k, v in val.items():
-        if isinstance(v, (int, float)) or v is None:
-            row[f"val_{k}"] = v
-    for k, v in (rec.get("params") or {}).items():
-        row[f"cfg.{k}"] = v if not isinstance(v, (list, dict)) else json.dumps(v)
-    return row
-
-
-def load_table(root: Path):
-    import pandas as pd
-
-    path = Path(root) / "trials.csv"
-    if not path.exists():
-        return pd.DataFrame(columns=BASE_COLUMNS)
-    return pd.read_csv(path)
-
-
-def select_incumbent(records: Iterable[dict]) -> dict | None:
-    """Best SUCCESS trial at the highest budget any SUCCESS trial reached (ties: earlier trial)."""
-    ok = [r for r in records if r.get("status") == "SUCCESS" and r.get("cost") is not None]
-    if not ok:
-        return None
-    top = max(float(r["budget"]) for r in ok)
-    at_top = [r for r in ok if math.isclose(float(r["budget"]), top, rel_tol=1e-9)]
-    return min(at_top, key=lambda r: (float(r["cost"]), int(r["trial_id"])))

@@ -10,7 +10,8 @@ from pathlib import Path
 from mfhpo.errors import MfhpoError
 from mfhpo.study import baselines
 from mfhpo.study.incumbent_view import study_metric
-from mfhpo.study.rundir import FINISHED, RunDir, select_incumbent
+from mfhpo.study.rundir import RunDir
+from mfhpo.study.trial import TrialStatus, select_incumbent
 
 
 def _f(v, nd=4) -> str:
@@ -27,31 +28,31 @@ def summarize(rundir: Path) -> dict:
         raise MfhpoError(f"{rundir}: not a study run directory (no state.json)")
     state = rd.read_state()
     recs = rd.trial_records()
-    fin = [r for r in recs if r.get("status") in FINISHED]
-    counts = Counter((float(r["budget"]), r["status"]) for r in recs)
+    fin = [r for r in recs if r.finished]
+    counts = Counter((float(r.budget), r.status) for r in recs)
     budgets = sorted({b for b, _ in counts})
     per_budget = []
     for b in budgets:
         row = {"budget": b}
-        for s in ("SUCCESS", "CRASHED", "MEMORYOUT", "TIMEOUT", "RUNNING", "INTERRUPTED"):
-            row[s] = counts.get((b, s), 0)
-        ex = next((r for r in recs if float(r["budget"]) == b), {})
-        row["epochs"], row["subset_fraction"] = ex.get("epochs"), ex.get("subset_fraction")
+        for s in TrialStatus:
+            row[s.value] = counts.get((b, s), 0)
+        ex = next(r for r in recs if float(r.budget) == b)
+        row["epochs"], row["subset_fraction"] = ex.epochs, ex.subset_fraction
         per_budget.append(row)
-    warm = [r for r in fin if (r.get("warm_start") or {}).get("used")]
-    tried = [r for r in fin if r.get("warm_start_from_trial") is not None]
+    warm = [r for r in fin if r.warm_started]
+    tried = [r for r in fin if r.warm_start_from_trial is not None]
     compute = {
-        "device_hours": sum(float((r.get("timings") or {}).get("total_s") or 0) for r in fin) / 3600,
-        "epoch_equivalents": sum(float(r.get("epoch_equivalents") or 0) for r in fin),
+        "device_hours": sum(r.total_s for r in fin) / 3600,
+        "epoch_equivalents": sum(float(r.epoch_equivalents or 0) for r in fin),
         "wall_s": float(state.get("elapsed_s", 0.0)),
     }
     savings = {
         "promotions": len(tried),
         "warm_started": len(warm),
-        "epochs_saved": sum(int(r.get("epochs_saved") or 0) for r in warm),
-        "epoch_equivalents_saved": sum(int(r.get("epochs_saved") or 0) * float(r["subset_fraction"]) for r in warm),
-        "time_saved_s": sum(float(r.get("time_saved_s") or 0) for r in warm),
-        "not_used_reasons": sorted({(r.get("warm_start") or {}).get("reason") for r in tried if not (r.get("warm_start") or {}).get("used")} - {None}),
+        "epochs_saved": sum(int(r.epochs_saved or 0) for r in warm),
+        "epoch_equivalents_saved": sum(int(r.epochs_saved or 0) * float(r.subset_fraction) for r in warm),
+        "time_saved_s": sum(float(r.time_saved_s or 0) for r in warm),
+        "not_used_reasons": sorted({(r.warm_start or {}).get("reason") for r in tried if not r.warm_started} - {None}),
     }
     return {"state": state, "records": recs, "per_budget": per_budget, "incumbent": select_incumbent(recs),
             "compute": compute, "warm": savings, "n_finished": len(fin)}
@@ -78,9 +79,9 @@ def status_command(rundir: Path) -> dict:
     if inc is None:
         con.print("incumbent: none yet (no successful trial)")
     else:
-        v = (inc.get("metrics") or {}).get("val", {})
-        con.print(f"incumbent: trial {inc['trial_id']} (config {inc['config_id']}, stage {inc.get('stage')}) at budget "
-                  f"{_f(inc['budget'])} ({inc['epochs']} epochs, subset {_f(inc['subset_fraction'], 3)}): cost {_f(inc['cost'])}")
+        v = inc.val
+        con.print(f"incumbent: trial {inc.trial_id} (config {inc.config_id}, stage {inc.stage}) at budget "
+                  f"{_f(inc.budget)} ({inc.epochs} epochs, subset {_f(inc.subset_fraction, 3)}): cost {_f(inc.cost)}")
         m = Table(title="incumbent validation metrics (* = in the cost)")
         m.add_column("metric")
         m.add_column("unit")
@@ -95,7 +96,7 @@ def status_command(rundir: Path) -> dict:
         warn = baselines.warning(v, st_metric)
         if warn:
             con.print(f"[bold red]WARNING: {warn}[/]")
-        con.print("params: " + ", ".join(f"{k}={v}" for k, v in sorted((inc.get("params") or {}).items())))
+        con.print("params: " + ", ".join(f"{k}={v}" for k, v in sorted(inc.params.items())))
     c, w = s["compute"], s["warm"]
     con.print(f"compute: {c['device_hours']:.3f} device-hours, {c['epoch_equivalents']:.1f} epoch-equivalents, "
               f"{c['wall_s'] / 60:.1f} min wall")
