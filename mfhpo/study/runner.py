@@ -295,7 +295,8 @@ class StudyRun:
                                  seed=study.seed, output_dir=rd.smac_dir, name=stage,
                                  n_trials=study.optimizer_options.max_trials_scenario,
                                  initial_design=study.optimizer_options.initial_design, crash_cost=crash_cost,
-                                 overwrite=False, save_interval_s=study.optimizer_options.smac_save_s)
+                                 overwrite=False, save_interval_s=study.optimizer_options.smac_save_s,
+                                 promotion=study.optimizer_options.promotion)
         # finished trials SMAC's saved state missed (killed between trial.json and tell): tell them now
         rh = opt.runhistory
         told = 0
