@@ -3,8 +3,8 @@
 ``optimizer_options.promotion: async`` selects it for ``smac-mf`` (docs/optimizers.md). The rule, at
 every ``ask()``: for the rungs from the second-highest down to the lowest, the configurations whose
 results finished at that rung are ranked by cost; a configuration among the best
-``floor(n_finished / eta)`` of them that has not been promoted yet (and finished successfully) is
-promoted to the next rung's budget. If no rung has one, a new configuration from SMAC's config
+``floor(n_finished / eta)`` of them (unsuccessful results ranked last) that has not been promoted yet
+is promoted to the next rung's budget. If no rung has one, a new configuration from SMAC's config
 selector (random forest + acquisition, ``MfhpoConfigSelector``) starts at the lowest budget. No rung
 waits for its running trials, so ``ask()`` always returns work.
 
@@ -45,6 +45,9 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         super().__init__(scenario=scenario, eta=eta, n_seeds=1, instance_seed_order="shuffle_once",
                          max_incumbents=max_incumbents, incumbent_selection=incumbent_selection, seed=seed)
         self._max_new_config_tries = int(max_new_config_tries)
+        # SMAC's successive-halving budgets, as its __post_init__ computes them (before any ask)
+        max_iter = self._get_max_iterations(eta, self._max_budget, self._min_budget)
+        self._rungs = [float(b) for b in self._compute_configs_and_budgets_for_stages(eta, self._max_budget, max_iter)[0]]
 
     def reset(self) -> None:
         super().reset()
@@ -68,7 +71,7 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
 
     @property
     def rung_budgets(self) -> list[float]:
-        return list(self._budgets_in_stage[0])
+        return list(self._rungs)
 
     def _assign(self, rung: int, config: Configuration) -> None:
         key = config_key(config)
@@ -102,13 +105,16 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
 
     def promotable(self, finished: list[dict[tuple, tuple[float, bool]]]) -> tuple[int, tuple] | None:
         """The next promotion (target rung, config key) by the ASHA rule, or None: highest rung first;
-        within a rung the best-ranked candidate. Ties in cost go to the earlier assignment."""
+        within a rung the best-ranked candidate. Unsuccessful results (crashed, timeouts) count as
+        finished but rank below every success and are never promoted; ties in cost go to the earlier
+        assignment."""
         for k in range(len(finished) - 2, -1, -1):
             results = finished[k]
             quota = len(results) // self._eta
             if quota == 0:
                 continue
-            ranked = sorted(results, key=lambda key: (results[key][0], self._first.get(key, len(self._first))))
+            ranked = sorted(results, key=lambda key: (not results[key][1], results[key][0],
+                                                      self._first.get(key, len(self._first))))
             for key in ranked[:quota]:
                 if results[key][1] and (k + 1, key) not in self._assigned_keys:
                     return k + 1, key
