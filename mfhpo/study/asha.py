@@ -54,6 +54,7 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         self._assigned: list[tuple[int, Configuration, tuple]] = []  # (rung, configuration, key), in order
         self._assigned_keys: set[tuple[int, tuple]] = set()
         self._first: dict[tuple, int] = {}  # key -> index of its first assignment (ties in cost)
+        self._key_of_id: dict[int, tuple] = {}  # run-history config id -> key (ids never change)
 
     # ---- state -------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -88,16 +89,16 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         finished: list[dict[tuple, tuple[float, bool]]] = [{} for _ in rung_of]
         present: dict[tuple[int, tuple], None] = {}
         configs: dict[tuple, Configuration] = {}
-        keys: dict[int, tuple] = {}
+        keys = self._key_of_id
         for tk, tv in rh.items():
             k = rung_of.get(float(tk.budget)) if tk.budget is not None else None
             if k is None:
                 continue
             key = keys.get(tk.config_id)
             if key is None:
-                config = rh.get_config(tk.config_id)
-                key = keys[tk.config_id] = config_key(config)
-                configs[key] = config
+                key = keys[tk.config_id] = config_key(rh.get_config(tk.config_id))
+            if key not in configs:
+                configs[key] = rh.get_config(tk.config_id)
             present[(k, key)] = None
             if tv.status != StatusType.RUNNING:
                 finished[k][key] = (float(tv.cost), tv.status == StatusType.SUCCESS)
