@@ -6,6 +6,7 @@ ask/tell; the study test runs the real trainer on a real LocalCluster."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -220,3 +221,56 @@ def test_demo_study_async_reaches_the_top_budget(tmp_path):
     # every trial run was assigned; the rest are asked ahead (prefetch) and handed out on resume
     assert state["promotion"] == "async" and 19 <= len(state["assigned"]) <= 19 + 3
     assert sum(k > 0 for k, _ in state["assigned"]) >= int((df["budget"] > 1.0).sum())
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_then_resume_keeps_rungs_consistent(tmp_path):
+    """A real LocalCluster study (toy objective, 2 workers, SMAC state written every 2 s) killed with
+    SIGKILL mid-run, then resumed: every (configuration, budget) succeeds once, each promotion has its
+    lower-rung result, and SMAC's intensifier state lists no assignment twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    study = {
+        "name": "ashakill", "seed": 0, "data": {"train": "demo", "demo_structures": 20},
+        "space": {"num_layers": {"low": 1, "high": 2}, "nodes": {"low": 4, "high": 64, "log": True},
+                  "lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+        "fidelity": {"min_budget": 1, "max_budget": 9, "eta": 3, "epochs": {"min": 1, "max": 9}},
+        "budget": {"trials": 30},
+        "optimizer_options": {"promotion": "async", "initial_design": 3, "smac_save_s": 2},
+        "objective": "toy", "toy": {"sleep_fixed_s": 0.4},
+        "cluster": {"kind": "local", "workers": 2, "dashboard_port": 0},
+    }
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump(study))
+    rundir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mfhpo.cli", "run", str(p), "--rundir", str(rundir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                            start_new_session=True)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 180:
+        line = proc.stdout.readline()
+        if not line or line.startswith("[mfhpo] trial 14 "):
+            break
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local workers, no clean-up
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    before = pd.read_csv(rundir / "trials.csv") if (rundir / "trials.csv").exists() else pd.DataFrame()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"resumed SMAC state \([1-9]\d* interrupted trial", r.stdout + r.stderr), r.stdout[-3000:]
+    df = pd.read_csv(rundir / "trials.csv")
+    ok = df[df["status"] == "SUCCESS"]
+    assert len(ok) >= 30 - 2 and len(ok) > len(before)
+    assert not ok.duplicated(["config_id", "budget"]).any()
+    pairs = set(zip(ok["config_id"], ok["budget"]))
+    for cid, b in pairs:
+        if b > 1.0:
+            assert (cid, b / 3) in pairs
+    assert (ok["budget"] == 9.0).any()
+    state = json.loads(next((rundir / "smac").rglob("intensifier.json")).read_text())["state"]
+    assigned = [(k, json.dumps(c, sort_keys=True)) for k, c in state["assigned"]]
+    assert len(assigned) == len(set(assigned))
