@@ -641,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--full", action="store_true", help="30 synthetic seeds, 20 real seeds")
     ap.add_argument("--objectives", default="hartmann3,hartmann6,emt",
                     help="comma list of hartmann3, hartmann6, emt, demo")
-    ap.add_argument("--optimizers", default=",".join(KINDS))
+    ap.add_argument("--optimizers", default="smac-mf,smac-bo,random",
+                    help=f"comma list of {', '.join(KINDS)} (smac-mf-async: smac-mf with promotion: async)")
     ap.add_argument("--seeds", type=int, help="seeds for the synthetic objectives")
     ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--compute", type=float, help="full-budget equivalents per synthetic run")

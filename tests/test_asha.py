@@ -225,8 +225,8 @@ def test_demo_study_async_reaches_the_top_budget(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_of_the_driver_then_resume_keeps_rungs_consistent(tmp_path):
-    """A real LocalCluster study (toy objective, 2 workers, SMAC state written every 2 s) killed with
-    SIGKILL mid-run, then resumed: every (configuration, budget) succeeds once, each promotion has its
+    """A real LocalCluster study (toy objective, 2 workers, SMAC state written after every result, so
+    trials out at the kill are RUNNING in it) killed with SIGKILL mid-run, then resumed: every (configuration, budget) succeeds once, each promotion has its
     lower-rung result, and SMAC's intensifier state lists no assignment twice."""
     import os
     import signal
@@ -240,7 +240,7 @@ def test_sigkill_of_the_driver_then_resume_keeps_rungs_consistent(tmp_path):
                   "lr": {"low": 1e-4, "high": 1e-2, "log": True}},
         "fidelity": {"min_budget": 1, "max_budget": 9, "eta": 3, "epochs": {"min": 1, "max": 9}},
         "budget": {"trials": 30},
-        "optimizer_options": {"promotion": "async", "initial_design": 3, "smac_save_s": 2},
+        "optimizer_options": {"promotion": "async", "initial_design": 3, "smac_save_s": 0},
         "objective": "toy", "toy": {"sleep_fixed_s": 0.4},
         "cluster": {"kind": "local", "workers": 2, "dashboard_port": 0},
     }
