@@ -1,4 +1,4 @@
-"""Is multi-fidelity worth it? smac-mf vs smac-bo vs random search at EQUAL COMPUTE.
+"""Is multi-fidelity worth it? smac-mf (sync and async promotion) vs smac-bo vs random search at EQUAL COMPUTE.
 
 Compute = sum over trials of budget / max_budget, i.e. in full-budget evaluations (for the training
 objective: epoch-equivalents / full-budget epochs). Every optimizer gets the same compute per run;
@@ -26,6 +26,10 @@ Target: smac-mf reaches it with <= 1/3 of random search's compute.
     python benchmarks/optimizers.py                         # moderate (default)
     python benchmarks/optimizers.py --full --out runs/optbench
     python benchmarks/optimizers.py --objectives hartmann3 --seeds 5 --compute 40
+    python benchmarks/optimizers.py --objectives hartmann6 --optimizers smac-mf,smac-mf-async,random
+
+``smac-mf`` is SMAC's synchronous Hyperband (mfhpo's default), ``smac-mf-async`` the same optimizer
+with ``optimizer_options.promotion: async`` (ASHA: mfhpo/study/asha.py).
 """
 
 from __future__ import annotations
@@ -46,7 +50,11 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("smac-mf", "smac-bo", "random")
+KINDS = ("smac-mf", "smac-mf-async", "smac-bo", "random")
+# benchmark name -> (mfhpo optimizer, make_optimizer options): smac-mf-async is smac-mf with
+# optimizer_options.promotion: async (ASHA, mfhpo/study/asha.py); smac-mf is the default (sync)
+OPTIMIZERS = {"smac-mf": ("smac-mf", {}), "smac-mf-async": ("smac-mf", {"promotion": "async"}),
+              "smac-bo": ("smac-bo", {}), "random": ("random", {})}
 TARGET_RATIO = 1.0 / 3.0
 
 
@@ -303,14 +311,15 @@ def run_one(obj: Objective, kind: str, seed: int, total_compute: float, initial_
     warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message="invalid value encountered in scalar divide", category=RuntimeWarning)
     cs = obj.configspace(seed)
+    opt_kind, opt_options = OPTIMIZERS[kind]
     tmp = tempfile.mkdtemp(prefix=f"optbench-{kind}-")
     t0 = time.perf_counter()
     records: list[dict] = []
     t_obj = 0.0
     try:
-        opt = make_optimizer(kind, cs, min_budget=obj.min_budget, max_budget=obj.max_budget, eta=obj.eta,
+        opt = make_optimizer(opt_kind, cs, min_budget=obj.min_budget, max_budget=obj.max_budget, eta=obj.eta,
                              seed=seed, output_dir=Path(tmp), n_trials=100000, initial_design=initial_design,
-                             crash_cost=crash_cost, overwrite=True, min_trials=min_trials)
+                             crash_cost=crash_cost, overwrite=True, min_trials=min_trials, **opt_options)
         spent = 0.0
         while spent < total_compute - 1e-9:
             info = opt.ask()
@@ -488,7 +497,7 @@ def format_summary(summ: dict, label: str) -> str:
               f"{'/'.join(str(n) for n in sorted(set(seeds.values())))} seeds, vs compute "
               f"(full-budget evaluations; total {summ['total_compute']:g}{fid_s}) ==")]
     cps = list(next(iter(summ["checkpoints"].values())).keys())
-    head = f"{'optimizer':<9} " + " ".join(f"{'@' + c:>24}" for c in cps) + "   trials (full)"
+    head = f"{'optimizer':<13} " + " ".join(f"{'@' + c:>24}" for c in cps) + "   trials (full)"
     lines.append(head)
     for k, d in summ["checkpoints"].items():
         cells = []
@@ -497,17 +506,17 @@ def format_summary(summ: dict, label: str) -> str:
             cells.append(f"{_fmt(m)} [{_fmt(q1)}, {_fmt(q3)}]".rjust(24))
         nt = int(np.median(summ["n_trials"][k]))
         nf = int(np.median(summ["n_full"][k]))
-        lines.append(f"{k:<9} " + " ".join(cells) + f"   {nt} ({nf})")
+        lines.append(f"{k:<13} " + " ".join(cells) + f"   {nt} ({nf})")
     if "target_value" in summ:
         lines.append(f"random search's final median: {_fmt(summ['target_value'])}; random's median curve "
                      f"reaches it at compute {_fmt(summ['random_compute_to_target'])}")
         for k, r in summ["reach"].items():
-            lines.append(f"  {k:<9} reaches it at compute {_fmt(r['compute']):>6}  ratio to random "
+            lines.append(f"  {k:<13} reaches it at compute {_fmt(r['compute']):>6}  ratio to random "
                          f"{_fmt(r['ratio_to_random']):>6}  (to random's total: {_fmt(r['ratio_to_random_total'])}); "
                          f"seeds reaching it: {r['seeds_reached']}/{r['seeds']}")
             b = r.get("bootstrap")
             if b:
-                lines.append(f"  {'':<9} seed bootstrap of the ratio: median {_fmt(b['p50'])}, 90% interval "
+                lines.append(f"  {'':<13} seed bootstrap of the ratio: median {_fmt(b['p50'])}, 90% interval "
                              f"[{_fmt(b['p05'])}, {_fmt(b['p95'])}], P(ratio <= 1/3) = {b['p_target']:.2f}")
         if "target_met" in summ:
             r = summ["reach"]["smac-mf"]["ratio_to_random"]
@@ -541,7 +550,7 @@ def plot(results: list[dict], summaries: list[dict], labels: dict, path: Path) -
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(summaries), figsize=(5.2 * len(summaries), 4), squeeze=False)
-    colors = {"smac-mf": "C0", "smac-bo": "C1", "random": "C2"}
+    colors = {"smac-mf": "C0", "smac-mf-async": "C3", "smac-bo": "C1", "random": "C2"}
     for ax, s in zip(axes[0], summaries):
         total = s["total_compute"]
         grid = np.linspace(0, total, 201)
@@ -602,7 +611,7 @@ def _load_runs(paths: list[str], specs: dict) -> list[dict]:
             if o not in specs or (o, r["kind"], r["seed"]) in seen:
                 continue
             old, new = dict(old_specs.get(o) or {}), dict(_json_safe(specs[o][0]))
-            if r["kind"] != "smac-mf":
+            if not r["kind"].startswith("smac-mf"):
                 for k in _MF_ONLY_KEYS:
                     old.pop(k, None)
                     new.pop(k, None)
@@ -632,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--full", action="store_true", help="30 synthetic seeds, 20 real seeds")
     ap.add_argument("--objectives", default="hartmann3,hartmann6,emt",
                     help="comma list of hartmann3, hartmann6, emt, demo")
-    ap.add_argument("--optimizers", default=",".join(KINDS))
+    ap.add_argument("--optimizers", default="smac-mf,smac-bo,random",
+                    help=f"comma list of {', '.join(KINDS)} (smac-mf-async: smac-mf with promotion: async)")
     ap.add_argument("--seeds", type=int, help="seeds for the synthetic objectives")
     ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--compute", type=float, help="full-budget equivalents per synthetic run")
@@ -674,6 +684,9 @@ def main(argv: list[str] | None = None) -> int:
     rmax = a.real_max_budget or mode["real_max_budget"]
     min_trials = None if a.min_trials == "auto" else int(a.min_trials)
     kinds = [k.strip() for k in a.optimizers.split(",") if k.strip()]
+    for k in kinds:
+        if k not in OPTIMIZERS:
+            ap.error(f"--optimizers: unknown optimizer {k!r} (one of {', '.join(KINDS)})")
     objs = [o.strip() for o in a.objectives.split(",") if o.strip()]
     cps_all = [float(x) for x in a.checkpoints.split(",")]
     opt_settings = {"initial_design": a.initial_design, "min_trials": a.min_trials}

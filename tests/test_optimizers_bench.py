@@ -84,6 +84,21 @@ def test_analysis_helpers(bench):
     assert bench.per_seed_reach(runs, 0.25, 4.0) == [3.0, 4.0]
 
 
+def test_async_variant_runs_beside_sync(bench, tmp_path, capsys):
+    rc = bench.main(["--objectives", "hartmann3", "--seeds", "1", "--compute", "3", "--checkpoints", "3",
+                     "--optimizers", "smac-mf,smac-mf-async,random", "--initial-design", "3", "--n-boot", "10",
+                     "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "smac-mf-async reaches it at compute" in out
+    runs = {r["kind"]: r for r in json.loads((tmp_path / "results.json").read_text())["runs"]}
+    assert set(runs) == {"smac-mf", "smac-mf-async", "random"}
+    budgets = [x["budget"] for x in runs["smac-mf-async"]["records"]]
+    # ASHA: the first promotion right after 3 budget-1 results (Hyperband's first rung holds 27)
+    assert budgets[:4] == [1.0, 1.0, 1.0, 3.0]
+    assert [x["budget"] for x in runs["smac-mf"]["records"]][:4] == [1.0] * 4
+
+
 def test_synthetic_smoke(bench, tmp_path, capsys):
     rc = bench.main(["--objectives", "hartmann3", "--seeds", "1", "--compute", "4", "--checkpoints", "2,4",
                      "--initial-design", "3", "--out", str(tmp_path)])

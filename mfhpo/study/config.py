@@ -151,6 +151,9 @@ class OptimizerOptions(_Strict):
     prefetch: int = Field(1, ge=0, le=64, description="trials asked ahead (hides SMAC's model refits)")
     smac_save_s: float = Field(10.0, ge=0, description="seconds between writes of SMAC's state files (0: after "
                                "every result); mfhpo's own trial records are written at once either way")
+    promotion: Literal["sync", "async"] = Field(
+        "sync", description="smac-mf: sync = SMAC's Hyperband (a rung is compared once all its trials finished); "
+        "async = ASHA (promoted as soon as in the top 1/eta of the rung's finished results; mfhpo/study/asha.py)")
 
 
 class TwoStageSection(_Strict):

@@ -29,6 +29,7 @@ from typing import Any
 from mfhpo.study.rundir import atomic_write_text
 
 KINDS = ("smac-mf", "smac-bo", "random")
+PROMOTIONS = ("sync", "async")  # smac-mf: SMAC's Hyperband (sync) or ASHA (async, mfhpo.study.asha)
 
 
 class Optimizer:
@@ -82,7 +83,7 @@ class Optimizer:
         return self.facade.runhistory.finished
 
 
-def _values_key(config):
+def values_key(config):
     """A hashable key equal for configurations with equal values (numpy or Python numbers alike)."""
     try:
         items = tuple(sorted(dict(config).items()))
@@ -105,7 +106,7 @@ class ConfigList(list):
 
     def __init__(self, items=()):
         super().__init__(items)
-        self._members = {_values_key(c) for c in self}
+        self._members = {values_key(c) for c in self}
         self._ids = {id(c) for c in self}
 
     @classmethod
@@ -116,27 +117,27 @@ class ConfigList(list):
         list.__init__(new, configs)
         ids = {id(c) for c in new}
         if not old._ids <= ids:  # something left: start afresh
-            new._members, new._ids = {_values_key(c) for c in new}, ids
+            new._members, new._ids = {values_key(c) for c in new}, ids
             return new
         new._members, new._ids = old._members.copy(), set(old._ids)  # set.copy keeps the stored hashes
         for c in new:
             if id(c) not in new._ids:
-                new._members.add(_values_key(c))
+                new._members.add(values_key(c))
                 new._ids.add(id(c))
         return new
 
     def __contains__(self, config) -> bool:
-        return _values_key(config) in self._members
+        return values_key(config) in self._members
 
     def append(self, config) -> None:
         super().append(config)
-        self._members.add(_values_key(config))
+        self._members.add(values_key(config))
         self._ids.add(id(config))
 
     def extend(self, configs) -> None:
         configs = list(configs)
         super().extend(configs)
-        self._members.update(_values_key(c) for c in configs)
+        self._members.update(values_key(c) for c in configs)
         self._ids.update(id(c) for c in configs)
 
     def __iadd__(self, configs):
@@ -145,7 +146,7 @@ class ConfigList(list):
 
     # any other change: rebuild the set
     def _rebuilt(self, out):
-        self._members = {_values_key(c) for c in self}
+        self._members = {values_key(c) for c in self}
         self._ids = {id(c) for c in self}
         return out
 
@@ -383,9 +384,14 @@ def make_optimizer(
     logging_level: int = 40,
     min_trials: int | None = None,
     save_interval_s: float = 0.0,
+    promotion: str = "sync",
 ) -> Optimizer:
     """Build an ask/tell optimizer. With ``overwrite=False`` an identical earlier run in
     ``output_dir/name/seed`` is continued. ``save_interval_s``: see :meth:`Optimizer.tell`.
+
+    ``promotion`` (smac-mf only): ``sync``, SMAC's Hyperband (a rung is compared when all its
+    configurations finished); ``async``, ASHA (:class:`mfhpo.study.asha.AsyncSuccessiveHalving`: a
+    configuration is promoted as soon as it ranks in the top 1/eta of its rung's finished results).
 
     ``min_trials`` (smac-mf only): fewest observations at one budget for SMAC to fit its random
     forest on that budget; SMAC fits on the highest budget having at least this many. SMAC's
@@ -405,10 +411,12 @@ def make_optimizer(
         Scenario,
     )
 
-    if kind not in KINDS:
-        from mfhpo.errors import MfhpoError
+    from mfhpo.errors import MfhpoError
 
+    if kind not in KINDS:
         raise MfhpoError(f"optimizer: must be one of {', '.join(KINDS)}, got {kind!r}")
+    if promotion not in PROMOTIONS:
+        raise MfhpoError(f"optimizer_options.promotion: must be one of {', '.join(PROMOTIONS)}, got {promotion!r}")
     name = name or kind
     common: dict[str, Any] = {
         "configspace": configspace,
@@ -422,8 +430,15 @@ def make_optimizer(
     if kind == "smac-mf":
         scenario = Scenario(min_budget=float(min_budget), max_budget=float(max_budget), **common)
         facade_cls = MultiFidelityFacade
-        intensifier = _hyperband_cls()(scenario=scenario, eta=int(eta), n_seeds=1, instance_seed_order="shuffle_once",
-                                       max_incumbents=10, incumbent_selection="highest_observed_budget")
+        if promotion == "async":
+            from mfhpo.study.asha import AsyncSuccessiveHalving
+
+            intensifier = AsyncSuccessiveHalving(scenario, eta=int(eta), max_incumbents=10,
+                                                 incumbent_selection="highest_observed_budget")
+        else:
+            intensifier = _hyperband_cls()(scenario=scenario, eta=int(eta), n_seeds=1,
+                                           instance_seed_order="shuffle_once", max_incumbents=10,
+                                           incumbent_selection="highest_observed_budget")
     else:
         scenario = Scenario(**common)
         facade_cls = HyperparameterOptimizationFacade if kind == "smac-bo" else RandomFacade

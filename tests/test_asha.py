@@ -1,0 +1,276 @@
+"""Asynchronous promotion (ASHA) for smac-mf: the rule, no waiting, resume, a real study.
+
+Real SMAC (MultiFidelityFacade with mfhpo's AsyncSuccessiveHalving and MfhpoConfigSelector) driven by
+ask/tell; the study test runs the real trainer on a real LocalCluster."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from ConfigSpace import Categorical, ConfigurationSpace, Float, Integer
+from smac.runhistory import TrialInfo, TrialValue
+from smac.runhistory.enumerations import StatusType
+
+from mfhpo.errors import MfhpoError
+from mfhpo.study.asha import AsyncSuccessiveHalving, config_key
+from mfhpo.study.optimizers import make_optimizer, resume_cleanup, smac_state_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _space() -> ConfigurationSpace:
+    cs = ConfigurationSpace(seed=0)
+    cs.add([Float("x", (0.0, 1.0)), Integer("n", (1, 64), log=True), Categorical("a", ["p", "q"])])
+    return cs
+
+
+def _opt(tmp_path: Path, promotion: str = "async", overwrite: bool = True, max_budget: float = 9.0):
+    return make_optimizer("smac-mf", _space(), min_budget=1, max_budget=max_budget, eta=3, seed=0,
+                          output_dir=tmp_path, initial_design=3, overwrite=overwrite, promotion=promotion)
+
+
+def _smooth(info) -> float:
+    c = dict(info.config)
+    return ((c["x"] - 0.3) ** 2 + c["n"] / 640 + 0.2 * (c["a"] == "q")) * (1 + 1 / info.budget)
+
+
+def test_async_is_smacs_intensifier_and_bad_value_is_one_line(tmp_path):
+    opt = _opt(tmp_path)
+    assert isinstance(opt.facade.intensifier, AsyncSuccessiveHalving)
+    assert opt.facade.intensifier.rung_budgets == [1.0, 3.0, 9.0]
+    assert type(opt.facade._config_selector).__name__ == "MfhpoConfigSelector"
+    assert type(_opt(tmp_path / "s", promotion="sync").facade.intensifier).__name__ == "MfhpoHyperband"
+    with pytest.raises(MfhpoError, match=r"^optimizer_options\.promotion: must be one of sync, async, got 'fast'$"):
+        _opt(tmp_path / "x", promotion="fast")
+
+
+def test_promotion_rule_on_a_hand_made_sequence(tmp_path):
+    """Configurations get letters in the order they start; costs by (letter, budget) are chosen by
+    hand. Expected sequence worked out from the rule (eta 3, budgets 1, 3, 9): a promotion needs
+    the configuration in the best floor(n/3) of the n results finished at its rung."""
+    opt = _opt(tmp_path)
+    rung0 = dict(zip("ABCDEFGH", [5, 3, 4, 1, 6, 7, 2, 8]))
+    upper = {("B", 3.0): 2.0, ("D", 3.0): 0.5, ("G", 3.0): 1.0, ("D", 9.0): 0.4}
+    letters: dict[tuple, str] = {}
+    seq = []
+    for _ in range(12):
+        info = opt.ask()
+        key = config_key(info.config)
+        letter = letters.setdefault(key, "ABCDEFGH"[len(letters)])
+        seq.append(f"{letter}{info.budget:g}")
+        cost = rung0[letter] if info.budget == 1.0 else upper[(letter, info.budget)]
+        opt.tell(info, TrialValue(cost=float(cost)))
+    assert seq == ["A1", "B1", "C1", "B3", "D1", "D3", "E1", "F1", "G1", "G3", "D9", "H1"]
+    assert [(k, letters[config_key(c)]) for k, c in opt.facade.intensifier.assignments if k > 0] == [
+        (1, "B"), (1, "D"), (1, "G"), (2, "D")]
+    assert config_key(opt.incumbent()) == next(k for k, v in letters.items() if v == "D")
+
+
+def test_crashed_results_are_never_promoted(tmp_path):
+    opt = _opt(tmp_path)
+    infos = [opt.ask() for _ in range(3)]
+    opt.tell(infos[0], TrialValue(cost=0.0, status=StatusType.CRASHED))  # cheapest, but crashed
+    opt.tell(infos[1], TrialValue(cost=5.0))
+    opt.tell(infos[2], TrialValue(cost=4.0))
+    nxt = opt.ask()
+    assert nxt.budget == 3.0 and config_key(nxt.config) == config_key(infos[2].config)
+    for _ in range(8):  # more results below the crashed one's cost never lift it
+        info = opt.ask()
+        if info.budget == 1.0:
+            opt.tell(info, TrialValue(cost=9.0))
+        else:
+            assert config_key(info.config) != config_key(infos[0].config)
+            opt.tell(info, TrialValue(cost=1.0))
+    assert all(config_key(c) != config_key(infos[0].config) for k, c in opt.facade.intensifier.assignments if k)
+
+
+def test_no_waiting_and_promotion_before_the_rung_is_full(tmp_path):
+    """Five budget-1 trials out, three finished: ASHA promotes the best of the three at once while two
+    still run; SMAC's synchronous Hyperband (first rung of 9) hands out another budget-1 trial."""
+    asy, syn = _opt(tmp_path / "a"), _opt(tmp_path / "s", promotion="sync")
+    for opt in (asy, syn):
+        pending = [opt.ask() for _ in range(5)]
+        assert [i.budget for i in pending] == [1.0] * 5  # nothing finished: every ask still returns work
+        for info, cost in zip(pending[:3], (3.0, 1.0, 2.0)):
+            opt.tell(info, TrialValue(cost=cost))
+        opt._pending = pending
+    nxt = asy.ask()
+    assert nxt.budget == 3.0 and config_key(nxt.config) == config_key(asy._pending[1].config)
+    assert asy.ask().budget == 1.0  # the rest of its rung is running: new work, no wait
+    assert syn.ask().budget == 1.0
+
+
+def _in_top_third(opt, info) -> bool:
+    """At the moment of a promotion to ``info.budget``: the configuration's result one rung below
+    ranks in the best floor(n / 3) of the n results finished there."""
+    rh, budgets = opt.runhistory, opt.facade.intensifier.rung_budgets
+    lo = budgets[budgets.index(info.budget) - 1]
+    done = {config_key(rh.get_config(k.config_id)): v.cost for k, v in rh.items()
+            if k.budget == lo and v.status == StatusType.SUCCESS}
+    n = sum(1 for k, v in rh.items() if k.budget == lo and v.status != StatusType.RUNNING)
+    key = config_key(info.config)
+    return key in done and sorted(done.values()).index(done[key]) < n // 3
+
+
+def _run(opt, n: int, log: list) -> None:
+    for _ in range(n):
+        info = opt.ask()
+        if info.budget > 1.0:
+            assert _in_top_third(opt, info)
+        log.append((config_key(info.config), info.budget))
+        opt.tell(info, TrialValue(cost=_smooth(info)))
+
+
+def _check_rungs(opt) -> None:
+    """No (configuration, budget) twice; each promotion had a result one rung below."""
+    rh, budgets = opt.runhistory, opt.facade.intensifier.rung_budgets
+    pairs = [(config_key(rh.get_config(k.config_id)), k.budget) for k in rh]
+    assert len(pairs) == len(set(pairs))
+    have = set(pairs)
+    for key, b in pairs:
+        if b > budgets[0]:
+            assert (key, budgets[budgets.index(b) - 1]) in have
+
+
+def test_resume_keeps_rungs_consistent(tmp_path):
+    """Kill with two trials out (one a promotion) and one finished result the state files missed:
+    the rebuilt optimizer hands the two out again first, counts the re-told result as made, and
+    continues without making any promotion twice."""
+    out = tmp_path / "smac"
+    opt = _opt(out)
+    log: list = []
+    _run(opt, 14, log)
+    while True:  # run until the next trial is a promotion
+        info = opt.ask()
+        if info.budget > 1.0:
+            assert _in_top_third(opt, info)
+            break
+        log.append((config_key(info.config), info.budget))
+        opt.tell(info, TrialValue(cost=_smooth(info)))
+    promoted = info
+    started = opt.ask()
+    assert started.budget == 1.0
+    opt.save()  # both RUNNING in the state files
+    assigned_at_save = [(k, config_key(c)) for k, c in opt.facade.intensifier.assignments]
+    missed = opt.ask()  # finished after the last state write: only mfhpo's records know it
+    missed_value = TrialValue(cost=_smooth(missed))
+    opt.tell(missed, missed_value, save=False)
+    del opt
+
+    state_dir = smac_state_dir(out, "smac-mf", 0)
+    assert resume_cleanup(state_dir)["dropped"] == 2
+    opt2 = _opt(out, overwrite=False)
+    opt2.tell(TrialInfo(config=missed.config, seed=missed.seed, budget=missed.budget), missed_value)  # the runner's re-tell
+    assert [(k, config_key(c)) for k, c in opt2.facade.intensifier.assignments][:len(assigned_at_save)] == assigned_at_save
+    again = [opt2.ask(), opt2.ask()]
+    assert [(config_key(i.config), i.budget) for i in again] == [
+        (config_key(promoted.config), promoted.budget), (config_key(started.config), 1.0)]
+    for i in again:
+        opt2.tell(i, TrialValue(cost=_smooth(i)))
+    log += [(config_key(i.config), i.budget) for i in again] + [(config_key(missed.config), missed.budget)]
+    _run(opt2, 25, log)
+    assert len(log) == len(set(log))
+    assert sum(b > 1.0 for _, b in log) >= 6 and max(b for _, b in log) == 9.0
+    _check_rungs(opt2)
+    state = json.loads((state_dir / "intensifier.json").read_text())["state"]
+    assert state["promotion"] == "async" and len(state["assigned"]) == len(log)
+
+
+def test_study_file_option(tmp_path):
+    from mfhpo.study.config import load_study
+
+    base = yaml.safe_load((REPO / "spaces" / "demo.yaml").read_text())
+    assert load_study(REPO / "spaces" / "demo.yaml").optimizer_options.promotion == "sync"
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({**base, "optimizer_options": {"promotion": "eager"}}))
+    with pytest.raises(MfhpoError) as err:
+        load_study(p)
+    msg = str(err.value)
+    assert "\n" not in msg and str(p) in msg and "optimizer_options.promotion" in msg and "'async'" in msg
+
+
+@pytest.mark.slow
+def test_demo_study_async_reaches_the_top_budget(tmp_path):
+    """The demo study (smaller: 30 structures, 1..9 epochs) with ``promotion: async``: 16 trials on
+    a real LocalCluster with 2 workers end with trials at the top budget, none at a budget twice;
+    SMAC's state files hold the assignments; a resumed run continues without repeating one."""
+    from mfhpo.study.runner import run_command
+
+    study = yaml.safe_load((REPO / "spaces" / "demo.yaml").read_text())
+    study["data"]["demo_structures"] = 30
+    study["fidelity"]["epochs"] = {"min": 1, "max": 9, "scale": "linear"}
+    study["optimizer_options"] = {"promotion": "async", "initial_design": 3}
+    study["cluster"] = {"kind": "local", "workers": 2, "dashboard_port": 0}
+    p = tmp_path / "demo_async.yaml"
+    p.write_text(yaml.safe_dump(study))
+    rundir = tmp_path / "run"
+    run_command(p, trials=16, rundir=rundir, workers=2, progress=False)
+    df = pd.read_csv(rundir / "trials.csv")
+    assert len(df) == 16 and (df["status"] == "SUCCESS").all()
+    assert (df["budget"] == 9.0).any()
+    run_command(p, trials=19, rundir=rundir, workers=2, progress=False)
+    df = pd.read_csv(rundir / "trials.csv")
+    assert len(df) == 19
+    assert not df.duplicated(["config_id", "budget"]).any()
+    state = json.loads(next((rundir / "smac").rglob("intensifier.json")).read_text())["state"]
+    # every trial run was assigned; the rest are asked ahead (prefetch) and handed out on resume
+    assert state["promotion"] == "async" and 19 <= len(state["assigned"]) <= 19 + 3
+    assert sum(k > 0 for k, _ in state["assigned"]) >= int((df["budget"] > 1.0).sum())
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_then_resume_keeps_rungs_consistent(tmp_path):
+    """A real LocalCluster study (toy objective, 2 workers, SMAC state written after every result, so
+    trials out at the kill are RUNNING in it) killed with SIGKILL mid-run, then resumed: every (configuration, budget) succeeds once, each promotion has its
+    lower-rung result, and SMAC's intensifier state lists no assignment twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    study = {
+        "name": "ashakill", "seed": 0, "data": {"train": "demo", "demo_structures": 20},
+        "space": {"num_layers": {"low": 1, "high": 2}, "nodes": {"low": 4, "high": 64, "log": True},
+                  "lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+        "fidelity": {"min_budget": 1, "max_budget": 9, "eta": 3, "epochs": {"min": 1, "max": 9}},
+        "budget": {"trials": 30},
+        "optimizer_options": {"promotion": "async", "initial_design": 3, "smac_save_s": 0},
+        "objective": "toy", "toy": {"sleep_fixed_s": 0.4},
+        "cluster": {"kind": "local", "workers": 2, "dashboard_port": 0},
+    }
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump(study))
+    rundir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mfhpo.cli", "run", str(p), "--rundir", str(rundir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                            start_new_session=True)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 180:
+        line = proc.stdout.readline()
+        if not line or line.startswith("[mfhpo] trial 14 "):
+            break
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local workers, no clean-up
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    before = pd.read_csv(rundir / "trials.csv") if (rundir / "trials.csv").exists() else pd.DataFrame()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"resumed SMAC state \([1-9]\d* interrupted trial", r.stdout + r.stderr), r.stdout[-3000:]
+    df = pd.read_csv(rundir / "trials.csv")
+    ok = df[df["status"] == "SUCCESS"]
+    assert len(ok) >= 30 - 2 and len(ok) > len(before)
+    assert not ok.duplicated(["config_id", "budget"]).any()
+    pairs = set(zip(ok["config_id"], ok["budget"]))
+    for cid, b in pairs:
+        if b > 1.0:
+            assert (cid, b / 3) in pairs
+    assert (ok["budget"] == 9.0).any()
+    state = json.loads(next((rundir / "smac").rglob("intensifier.json")).read_text())["state"]
+    assigned = [(k, json.dumps(c, sort_keys=True)) for k, c in state["assigned"]]
+    assert len(assigned) == len(set(assigned))
