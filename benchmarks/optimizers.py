@@ -7,7 +7,7 @@ in-process (this measures sample efficiency, not dispatch).
 
 Objectives (see docs/optimizers.md for the exact formulas):
 
-* ``hartmann3`` / ``hartmann6``: multi-fidelity Hartmann (mfhpo.benchmarks_synthetic) over a mixed
+* ``hartmann3`` / ``hartmann6``: multi-fidelity Hartmann (benchmarks/mf_hartmann.py) over a mixed
   space (floats, a log-scale integer, a categorical with conditional children, an inert categorical);
   value = simple regret at full budget.
 * ``demo``: real GMP + SingleNN trainings on the built-in demo data (mfhpo.demo), space = network
@@ -76,7 +76,8 @@ class Objective:
 
 
 def synthetic_objective(dim: int, preset: str, max_budget: float = 27.0, eta: int = 3) -> Objective:
-    from mfhpo.benchmarks_synthetic import PRESETS, MFHartmann
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from mf_hartmann import PRESETS, MFHartmann
 
     fn = MFHartmann.preset(dim, preset, min_budget=1.0, max_budget=max_budget)
 

@@ -4,6 +4,10 @@ Library API (imported on first use, so ``import mfhpo`` stays fast)::
 
     import mfhpo
 
+    study = mfhpo.Study.from_yaml("spaces/demo.yaml", rundir="runs/demo")   # mfhpo/study/api.py
+    study.optimize(trials=12, workers=2)                         # run or resume (SMAC over Dask)
+    best = study.best_trial                                      # TrialRecord; study.trials: all of them
+    study.export_incumbent("runs/demo/incumbent")                # config, checkpoint, bundle.zip
     result = mfhpo.train(cfg, dataset, budget, out_dir)          # TrainResult (mfhpo/train.py)
     pot = mfhpo.load_potential("checkpoint.pt", device="cpu")    # LoadedPotential (mfhpo/checkpoint.py)
     metrics = mfhpo.evaluate("checkpoint.pt", "data.extxyz")     # Metrics, with baselines (mfhpo/evaluate.py)
@@ -31,6 +35,8 @@ _EXPORTS = {
     "Metrics": "mfhpo.metrics",
     "MfhpoCalculator": "mfhpo.calculator",
     "FeaturizeOptions": "mfhpo.gmp.featurizer",
+    "Study": "mfhpo.study.api",
+    "TrialRecord": "mfhpo.study.trial",
 }
 
 __all__ = ["__version__", *_EXPORTS]

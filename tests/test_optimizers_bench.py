@@ -1,4 +1,4 @@
-"""Smoke tests of benchmarks/optimizers.py and mfhpo.benchmarks_synthetic (tiny budgets)."""
+"""Smoke tests of benchmarks/optimizers.py and benchmarks/mf_hartmann.py (tiny budgets)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # mf_hartmann.py: the benchmark functions
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def bench():
 
 
 def _opt_config(dim: int) -> dict:
-    from mfhpo.benchmarks_synthetic import HARTMANN, LOG_INT_BITS
+    from mf_hartmann import HARTMANN, LOG_INT_BITS
 
     xo = HARTMANN[dim]["xopt"]
     cfg = {f"x{j}": xo[j] for j in range(dim - 2)}
@@ -34,7 +35,7 @@ def _opt_config(dim: int) -> dict:
 
 @pytest.mark.parametrize("dim", [3, 6])
 def test_mf_hartmann_formula(dim):
-    from mfhpo.benchmarks_synthetic import HARTMANN, MFHartmann, hartmann
+    from mf_hartmann import HARTMANN, MFHartmann, hartmann
 
     assert hartmann(HARTMANN[dim]["xopt"], dim) == pytest.approx(HARTMANN[dim]["fmin"], abs=1e-5)
     f = MFHartmann.preset(dim, "moderate", max_budget=27)
@@ -56,7 +57,7 @@ def test_mf_hartmann_formula(dim):
 def test_mixed_space():
     from ConfigSpace import UniformIntegerHyperparameter
 
-    from mfhpo.benchmarks_synthetic import MFHartmann
+    from mf_hartmann import MFHartmann
 
     cs = MFHartmann(dim=3).configspace(seed=1)
     n = cs["n"]
@@ -136,7 +137,7 @@ def test_demo_smoke(bench, tmp_path, capsys):
 def test_mf_surrogate_budget_and_no_repeats(tmp_path):
     """smac-mf fits its model on the highest budget with >= min_trials results (else the budget with
     the most), and its first bracket holds distinct configurations."""
-    from mfhpo.benchmarks_synthetic import MFHartmann
+    from mf_hartmann import MFHartmann
     from mfhpo.study.optimizers import make_optimizer
 
     f = MFHartmann(dim=3, max_budget=9)

@@ -113,6 +113,8 @@ class StageLoop:
             run.view.finished(rec)
         self.mirror.finished(rec)
         run.save_state()
+        for callback in run.callbacks:
+            callback(rec)
         return smac_value(rec, run.study.metric.crash_cost)
 
     def tick(self, d) -> None:

@@ -136,6 +136,8 @@ class StudyRun:
         self.show_progress = progress
         self.view = None
         self._last_state_write = 0.0
+        #: called with each finished :class:`TrialRecord`, after it is written (``Study.optimize(callbacks=...)``)
+        self.callbacks: list = []
 
     # ---- budget ------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -326,7 +328,7 @@ class StudyRun:
 
 def run_command(study: Path, *, trials: Optional[int] = None, workers: Optional[int] = None,
                 optimizer: Optional[str] = None, rundir: Optional[Path] = None, progress: bool = True,
-                locked: bool = False) -> dict:
+                locked: bool = False, callbacks: tuple = ()) -> dict:
     """Run or resume ``study``. ``locked``: the caller holds the run-directory lock (``mfhpo run`` takes
     it before importing this module); otherwise it is taken here."""
     cfg = load_study(study)
@@ -343,4 +345,6 @@ def run_command(study: Path, *, trials: Optional[int] = None, workers: Optional[
     with one_line_failures(study, rd.root, rundir=rundir, optimizer=optimizer):
         with contextlib.nullcontext() if locked else rd.lock():
             rd.prepare(cfg, kind)
-            return StudyRun(cfg, rd, kind, trials, progress, spec=spec, corners=corners).run(workers)
+            run = StudyRun(cfg, rd, kind, trials, progress, spec=spec, corners=corners)
+            run.callbacks = list(callbacks)
+            return run.run(workers)
