@@ -142,7 +142,7 @@ class TrialConfig(_Strict):
     seed: int = 0
 
 
-class Budget(_Strict):
+class Fidelity(_Strict):
     """What a trial may spend: epochs and the nested training-subset fraction."""
 
     epochs: int = Field(..., ge=1)

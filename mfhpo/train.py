@@ -20,7 +20,7 @@ import torch
 
 from mfhpo.checkpoint import (LoadedPotential, TrainingState, featurize_options_record, load_checkpoint,
                               save_checkpoint)
-from mfhpo.config import Budget, TrialConfig
+from mfhpo.config import Fidelity, TrialConfig
 from mfhpo.data import Dataset, Split, fit_reference_energies, nested_subset, split_indices
 from mfhpo.device import resolve_device
 from mfhpo.errors import MfhpoError
@@ -148,7 +148,7 @@ def _config_for_compat(cfg_dict: dict) -> dict:
     return d
 
 
-def warm_start_problem(ck: dict, cfg: TrialConfig, budget: Budget, data_hash: str, s_hash: str) -> Optional[str]:
+def warm_start_problem(ck: dict, cfg: TrialConfig, budget: Fidelity, data_hash: str, s_hash: str) -> Optional[str]:
     """Why ``ck`` cannot be continued to ``budget`` (None when it can)."""
     if "resume" not in ck or ck["resume"] is None:
         return "checkpoint has no resumable training state"
@@ -180,7 +180,7 @@ class _Context:
 
     cfg: TrialConfig
     dataset: Dataset
-    budget: Budget
+    budget: Fidelity
     device: torch.device
     dtype: torch.dtype
     log: _Logger
@@ -248,7 +248,7 @@ def check_inputs(cfg: TrialConfig, dataset: Dataset) -> None:
         raise MfhpoError(f"{dataset.source}: training.force_coefficient = {fc} needs forces, but the data has no forces")
 
 
-def plan_split(cfg: TrialConfig, dataset: Dataset, budget: Budget, split: Optional[Split] = None,
+def plan_split(cfg: TrialConfig, dataset: Dataset, budget: Fidelity, split: Optional[Split] = None,
                eval_test: bool = False) -> SplitPlan:
     """Split 1: the configured split (or ``split``) and the budget's nested subset of its training part."""
     src = dataset.source
@@ -601,7 +601,7 @@ def save_training(ctx: _Context, out_dir: Path, trained: LoadedPotential, state:
 def train(
     cfg: TrialConfig,
     dataset: Dataset,
-    budget: Optional[Budget],
+    budget: Optional[Fidelity],
     out_dir: Path,
     *,
     split: Optional[Split] = None,
@@ -627,7 +627,7 @@ def train(
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    budget = budget or Budget(epochs=cfg.training.epochs)
+    budget = budget or Fidelity(epochs=cfg.training.epochs)
     dev = resolve_device(device or cfg.training.device)
     dtype = torch.float64 if cfg.training.dtype == "float64" else torch.float32
     logger = _Logger(out_dir / "train.log", log)
@@ -695,7 +695,7 @@ def train_command(config: Path, data: Path, out: Path, *, epochs: Optional[int] 
 
     cfg = load_trial_config(config)
     try:
-        budget = Budget(epochs=epochs if epochs is not None else cfg.training.epochs, subset_fraction=subset)
+        budget = Fidelity(epochs=epochs if epochs is not None else cfg.training.epochs, subset_fraction=subset)
     except Exception:
         raise MfhpoError(f"--epochs must be >= 1 and --subset in (0, 1] (got {epochs}, {subset})") from None
     console = Console(stderr=True)

@@ -33,7 +33,7 @@ OC20 = REPO.parent / "shared" / "data" / "oc20"
 
 
 def main(argv=None) -> int:
-    from mfhpo.config import Budget, load_trial_config, parse_trial_config
+    from mfhpo.config import Fidelity, load_trial_config, parse_trial_config
     from mfhpo.data import Dataset, Split, load_dataset, split_indices
     from mfhpo.train import train
 
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     print(f"{a.split}: {len(split.train)} training / {len(split.val)} validation structures", flush=True)
 
     t0 = time.perf_counter()
-    train(cfg, ds, Budget(epochs=cfg.training.epochs), Path(a.out), split=split, progress=True)
+    train(cfg, ds, Fidelity(epochs=cfg.training.epochs), Path(a.out), split=split, progress=True)
     metrics = json.loads((Path(a.out) / "metrics.json").read_text())
     for part in ("train", "val"):
         m = metrics[part]

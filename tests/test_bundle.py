@@ -83,7 +83,7 @@ def test_final_bundles_load_score_and_would_continue(name, tmp_path):
     featurization (what retrain uses), score the validation split to the recorded metrics and pass
     the warm-start checks."""
     from mfhpo.checkpoint import TrainingState, featurize_options_of, load_checkpoint, load_potential
-    from mfhpo.config import Budget, TrialConfig
+    from mfhpo.config import Fidelity, TrialConfig
     from mfhpo.data import nested_subset
     from mfhpo.gmp import FeaturizeOptions
     from mfhpo.scoring import score
@@ -104,7 +104,7 @@ def test_final_bundles_load_score_and_would_continue(name, tmp_path):
     cfg = TrialConfig.model_validate(ck["config"])
     split = make_split(cfg, ds)
     s_hash = split_hash(split, nested_subset(split.train, 1.0, seed=cfg.split.seed))
-    problem = warm_start_problem(ck, cfg, Budget(epochs=state.epochs_run + 1), ds.hash(), s_hash)
+    problem = warm_start_problem(ck, cfg, Fidelity(epochs=state.epochs_run + 1), ds.hash(), s_hash)
     if cfg.training.scheduler == "cosine":  # the OC20 model: a cosine schedule is never continued
         assert problem.startswith("cosine")
     else:

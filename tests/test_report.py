@@ -189,7 +189,7 @@ def test_report_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_report_parity_with_a_real_checkpoint(tmp_path):
     """A trained incumbent: parity plots on validation and test split, consistent with the trial table."""
-    from mfhpo.config import Budget, TrialConfig
+    from mfhpo.config import Fidelity, TrialConfig
     from mfhpo.data import Dataset
     from mfhpo.demo import generate_demo
     from mfhpo.train import train
@@ -204,7 +204,7 @@ def test_report_parity_with_a_real_checkpoint(tmp_path):
     cfg = TrialConfig.model_validate({"training": {"epochs": 3, "force_coefficient": 0.1, "device": "cpu"},
                                       "split": {"val_fraction": 0.2, "test_fraction": 0.2, "seed": 0},
                                       "model": {"hidden_layers": [8]}})
-    res = train(cfg, ds, Budget(epochs=3), s.trial_dir(tid), progress=False)
+    res = train(cfg, ds, Fidelity(epochs=3), s.trial_dir(tid), progress=False)
     table = pd.read_csv(rundir / "trials.csv")
     i = table.index[table["trial_id"] == tid][0]
     for k, v in res.metrics["val"].items():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mfhpo.config import Budget, TrialConfig
+from mfhpo.config import Fidelity, TrialConfig
 from mfhpo.data import Dataset
 from mfhpo.errors import MfhpoError
 
@@ -41,7 +41,7 @@ def cache(tmp_path_factory):
 def run(cfg, ds, tmp_path, name, budget=None, **kw):
     from mfhpo.train import train
 
-    return train(cfg, ds, budget or Budget(epochs=cfg.training.epochs), tmp_path / name, progress=False, **kw)
+    return train(cfg, ds, budget or Fidelity(epochs=cfg.training.epochs), tmp_path / name, progress=False, **kw)
 
 
 def strip_time(curve):
@@ -118,7 +118,7 @@ def test_continuation_equals_straight_run(demo_ds, cache, tmp_path, scheduler):
     cfg = small_cfg(epochs=6, force_coefficient=0.1, scheduler=scheduler, step_size=2, plateau_patience=1,
                     optimizer="adamw", weight_decay=1e-4)
     cfg.model.dropout = 0.05
-    budget_lo, budget_hi = Budget(epochs=2, subset_fraction=0.6), Budget(epochs=5, subset_fraction=0.6)
+    budget_lo, budget_hi = Fidelity(epochs=2, subset_fraction=0.6), Fidelity(epochs=5, subset_fraction=0.6)
     straight = run(cfg, demo_ds, tmp_path, "straight", budget_hi, cache=cache)
     lo = run(cfg, demo_ds, tmp_path, "lo", budget_lo, cache=cache)
     cont = run(cfg, demo_ds, tmp_path, "cont", budget_hi, cache=cache, init_checkpoint=lo.checkpoint_path)
@@ -130,18 +130,18 @@ def test_continuation_equals_straight_run(demo_ds, cache, tmp_path, scheduler):
 
 def test_incompatible_warm_start_retrains(demo_ds, cache, tmp_path):
     cfg = small_cfg(epochs=2, scheduler="cosine")
-    lo = run(cfg, demo_ds, tmp_path, "lo", Budget(epochs=1), cache=cache)
-    hi = run(cfg, demo_ds, tmp_path, "hi", Budget(epochs=2), cache=cache, init_checkpoint=lo.checkpoint_path)
+    lo = run(cfg, demo_ds, tmp_path, "lo", Fidelity(epochs=1), cache=cache)
+    hi = run(cfg, demo_ds, tmp_path, "hi", Fidelity(epochs=2), cache=cache, init_checkpoint=lo.checkpoint_path)
     assert hi.warm_start["used"] is False and "cosine" in hi.warm_start["reason"]
     cfg2 = small_cfg(epochs=2)
-    lo2 = run(cfg2, demo_ds, tmp_path, "lo2", Budget(epochs=1, subset_fraction=0.5), cache=cache)
-    hi2 = run(cfg2, demo_ds, tmp_path, "hi2", Budget(epochs=2, subset_fraction=1.0), cache=cache,
+    lo2 = run(cfg2, demo_ds, tmp_path, "lo2", Fidelity(epochs=1, subset_fraction=0.5), cache=cache)
+    hi2 = run(cfg2, demo_ds, tmp_path, "hi2", Fidelity(epochs=2, subset_fraction=1.0), cache=cache,
               init_checkpoint=lo2.checkpoint_path)
     assert hi2.warm_start["used"] is False and "subset" in hi2.warm_start["reason"]
-    straight = run(cfg2, demo_ds, tmp_path, "s2", Budget(epochs=2), cache=cache)
+    straight = run(cfg2, demo_ds, tmp_path, "s2", Fidelity(epochs=2), cache=cache)
     assert hi2.metrics == straight.metrics
     cfg3 = small_cfg(epochs=2, lr=0.02)
-    hi3 = run(cfg3, demo_ds, tmp_path, "hi3", Budget(epochs=2, subset_fraction=0.5), cache=cache,
+    hi3 = run(cfg3, demo_ds, tmp_path, "hi3", Fidelity(epochs=2, subset_fraction=0.5), cache=cache,
               init_checkpoint=lo2.checkpoint_path)
     assert hi3.warm_start["used"] is False and "configuration" in hi3.warm_start["reason"]
 
@@ -295,7 +295,7 @@ def test_checkpoint_records_featurize_options_and_a_typed_training_state(demo_ds
     assert featurize_options_of(oldest) == FeaturizeOptions(share_chunks=True)
     # a checkpoint without the new records still continues
     torch.save(older, tmp_path / "older.pt")
-    cont = run(small_cfg(epochs=3), ds, tmp_path, "cont", Budget(epochs=3), init_checkpoint=tmp_path / "older.pt")
+    cont = run(small_cfg(epochs=3), ds, tmp_path, "cont", Fidelity(epochs=3), init_checkpoint=tmp_path / "older.pt")
     assert cont.warm_start["used"] and cont.epochs_run == 3
 
 
@@ -317,7 +317,7 @@ def test_public_api_and_one_scoring_path(demo_ds, demo_file, cache, tmp_path):
     assert callable(mfhpo.train) and mfhpo.train.__name__ == "train"
     assert callable(mfhpo.evaluate) and mfhpo.evaluate.__name__ == "evaluate"
     cfg = small_cfg(epochs=2, force_coefficient=0.1)
-    res = mfhpo.train(cfg, demo_ds, Budget(epochs=2), tmp_path / "api", progress=False, cache=cache)
+    res = mfhpo.train(cfg, demo_ds, Fidelity(epochs=2), tmp_path / "api", progress=False, cache=cache)
     pot = mfhpo.load_potential(res.checkpoint_path)
     val = mfhpo.score(pot, demo_ds, indices=make_split(cfg, demo_ds).val)
     assert isinstance(val, mfhpo.Metrics)

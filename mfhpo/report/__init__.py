@@ -9,9 +9,9 @@ import importlib
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["build_report", "load_study", "load_trials", "Study"]
+__all__ = ["build_report", "load_study", "load_trials", "StudyResults"]
 _LAZY = {"build_report": "mfhpo.report.build", "load_study": "mfhpo.report.load", "load_trials": "mfhpo.report.load",
-         "Study": "mfhpo.report.load"}
+         "StudyResults": "mfhpo.report.load"}
 
 
 def __getattr__(name: str):

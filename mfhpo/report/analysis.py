@@ -1,6 +1,6 @@
 """Derived tables: incumbent trajectories, Hyperband rungs, top configurations.
 
-Everything here is computed from :attr:`Study.trials` (the trial table) and nothing else.
+Everything here is computed from :attr:`StudyResults.trials` (the trial table) and nothing else.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mfhpo.report.load import SUCCESS, Study
+from mfhpo.report.load import SUCCESS, StudyResults
 
 
 def trajectory(trials: pd.DataFrame) -> pd.DataFrame:
@@ -49,17 +49,17 @@ def trajectory(trials: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def trajectories(study: Study) -> dict[str, pd.DataFrame]:
+def trajectories(study: StudyResults) -> dict[str, pd.DataFrame]:
     """One trajectory per optimizer present in the study."""
     return {opt: trajectory(study.trials[study.trials["optimizer"] == opt]) for opt in study.optimizers}
 
 
-def comparable(a: Study, b: Study) -> bool:
+def comparable(a: StudyResults, b: StudyResults) -> bool:
     """Same data, split and minimised metric: the two studies' costs measure the same thing."""
     return a.objective == b.objective and a.problem is not None and a.problem == b.problem
 
 
-def compute_to_reach(a: Study, b: Study) -> dict | None:
+def compute_to_reach(a: StudyResults, b: StudyResults) -> dict | None:
     """How much compute study ``a`` spent until its incumbent was at least as good as ``b``'s final one.
 
     Only ``a``'s incumbents at the budget of its final incumbent count (a low-budget cost is not a
@@ -81,7 +81,7 @@ def compute_to_reach(a: Study, b: Study) -> dict | None:
             "ratio": a_ee / b_total if b_total > 0 else float("nan")}
 
 
-def rungs(study: Study, optimizer: str | None = None) -> pd.DataFrame:
+def rungs(study: StudyResults, optimizer: str | None = None) -> pd.DataFrame:
     """Per budget: trials, successes, distinct configurations, and configurations promoted from a lower
     budget (of one optimizer, or of all)."""
     t = study.trials if optimizer is None else study.trials[study.trials["optimizer"] == optimizer]
@@ -104,7 +104,7 @@ def rungs(study: Study, optimizer: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["budget", "trials", "success", "failed", "configs", "promoted", "warm_started"])
 
 
-def top_trials(study: Study, k: int = 5) -> pd.DataFrame:
+def top_trials(study: StudyResults, k: int = 5) -> pd.DataFrame:
     """The ``k`` best successful trials at the highest budget reached (the incumbent first)."""
     ok = study.ok
     if ok.empty:
@@ -113,7 +113,7 @@ def top_trials(study: Study, k: int = 5) -> pd.DataFrame:
     return top.sort_values("cost", kind="stable").head(k)
 
 
-def importance_data(study: Study, min_trials: int = 10) -> tuple[pd.DataFrame, str]:
+def importance_data(study: StudyResults, min_trials: int = 10) -> tuple[pd.DataFrame, str]:
     """Successful trials for importance: the highest budget with >= ``min_trials`` of them, else all
     budgets (budget then becomes an input). Returns (rows, description)."""
     ok = study.ok

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from mfhpo.errors import MfhpoError  # noqa: E402
 from mfhpo.report import figures, parity, tables  # noqa: E402
 from mfhpo.report.importance import METHOD, study_importance  # noqa: E402
-from mfhpo.report.load import Study, load_study  # noqa: E402
+from mfhpo.report.load import StudyResults, load_study  # noqa: E402
 
 
 @dataclass
@@ -65,7 +65,7 @@ class _Predictions:
     of CPU) computed in a forked worker process while this one draws the figures; inline where fork
     is not available or the worker fails."""
 
-    def __init__(self, study: Study):
+    def __init__(self, study: StudyResults):
         self.study = study
         self.pool = self.job = None
         if study.incumbent() is None:
@@ -89,7 +89,7 @@ class _Predictions:
         return parity.incumbent_predictions(self.study)
 
 
-def _study_section(study: Study, slug: str, w: Writer) -> tuple[Section, object]:
+def _study_section(study: StudyResults, slug: str, w: Writer) -> tuple[Section, object]:
     sec = Section(f"Study {study.name}", anchor=slug)
     pending = _Predictions(study)
     add = sec.blocks.append

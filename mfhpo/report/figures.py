@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mfhpo.report import analysis  # noqa: E402
-from mfhpo.report.load import CFG_PREFIX, Study  # noqa: E402
+from mfhpo.report.load import CFG_PREFIX, StudyResults  # noqa: E402
 from mfhpo.report.metrics_info import axis_label  # noqa: E402
 
 STYLE = {"smac-mf": dict(color="tab:blue"), "smac-bo": dict(color="tab:orange"),
@@ -62,7 +62,7 @@ def log_scale(ax, values, which: str = "y", min_ratio: float = 3.0) -> None:
     plain_ticks(ax, which)
 
 
-def progress(study: Study) -> plt.Figure | None:
+def progress(study: StudyResults) -> plt.Figure | None:
     """Incumbent cost vs compute (epoch-equivalents, worker-hours, elapsed time), one line per optimizer."""
     trajs = analysis.trajectories(study)
     if not any(tr["incumbent_cost"].notna().any() for tr in trajs.values()):
@@ -116,7 +116,7 @@ def pareto_front(energy: np.ndarray, force: np.ndarray) -> np.ndarray:
     return np.asarray(front, dtype=int)
 
 
-def energy_force_front(study: Study) -> plt.Figure | None:
+def energy_force_front(study: StudyResults) -> plt.Figure | None:
     """Validation energy vs force error of the trials at the highest budget reached, with their
     Pareto front, the incumbent and both baselines: where the cost's weighting puts the chosen model."""
     m = study.spec.get("metric") if isinstance(study.spec.get("metric"), dict) else {}
@@ -153,7 +153,7 @@ def energy_force_front(study: Study) -> plt.Figure | None:
     return fig
 
 
-def budgets(study: Study) -> plt.Figure | None:
+def budgets(study: StudyResults) -> plt.Figure | None:
     """Trials per budget (by optimizer and status) and Hyperband promotions across rungs."""
     t = study.trials.dropna(subset=["budget"])
     if t.empty:
@@ -209,7 +209,7 @@ def budgets(study: Study) -> plt.Figure | None:
 CURVE_PANELS = [("val_energy_mae_per_atom", "val_energy_mae"), ("val_force_mae_free", "val_force_mae")]
 
 
-def learning_curves(study: Study, k: int = 5) -> plt.Figure | None:
+def learning_curves(study: StudyResults, k: int = 5) -> plt.Figure | None:
     """Validation learning curves of the top-k trials at the highest budget."""
     top = analysis.top_trials(study, k)
     curves = [(row, study.learning_curve(row["trial_id"])) for _, row in top.iterrows()]
@@ -268,7 +268,7 @@ def _encode_axis(s: pd.Series):
     return y, ticks, labels
 
 
-def configurations(study: Study, order: list[str] | None = None, max_axes: int = 10) -> plt.Figure | None:
+def configurations(study: StudyResults, order: list[str] | None = None, max_axes: int = 10) -> plt.Figure | None:
     """Parallel coordinates of the successful configurations, coloured by cost (best drawn on top).
 
     Axes in ``order`` (e.g. by importance) first; at most ``max_axes``.
@@ -312,7 +312,7 @@ def configurations(study: Study, order: list[str] | None = None, max_axes: int =
     return fig
 
 
-def importance(study: Study, imp: pd.DataFrame, info: dict) -> plt.Figure | None:
+def importance(study: StudyResults, imp: pd.DataFrame, info: dict) -> plt.Figure | None:
     if imp is None or imp.empty:
         return None
     imp = imp.iloc[::-1]
@@ -328,7 +328,7 @@ def importance(study: Study, imp: pd.DataFrame, info: dict) -> plt.Figure | None
     return fig
 
 
-def cross_progress(studies: list[Study]) -> plt.Figure | None:
+def cross_progress(studies: list[StudyResults]) -> plt.Figure | None:
     """Incumbent vs epoch-equivalents for every study and optimizer (only studies with the same objective)."""
     if len(studies) < 2:
         return None

@@ -24,7 +24,7 @@ SUCCESS = "SUCCESS"
 
 
 @dataclass
-class Study:
+class StudyResults:
     """One run directory, loaded."""
 
     name: str
@@ -233,7 +233,7 @@ def load_trials(rundir: str | Path) -> pd.DataFrame:
     return df
 
 
-def load_study(rundir: str | Path) -> Study:
+def load_study(rundir: str | Path) -> StudyResults:
     rundir = Path(rundir)
     if not rundir.is_dir():
         raise MfhpoError(f"{rundir}: run directory not found")
@@ -248,5 +248,5 @@ def load_study(rundir: str | Path) -> Study:
         notes.append("no study.yaml in the run directory: study settings unknown")
     name = str(spec.get("name") or rundir.resolve().name)
     col = _objective_column(trials, spec)
-    return Study(name=name, rundir=rundir, spec=spec, trials=trials, objective=col,
+    return StudyResults(name=name, rundir=rundir, spec=spec, trials=trials, objective=col,
                  objective_label=objective_label(col, spec), notes=notes, problem=_load_problem(rundir, spec))

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mfhpo.report.load import Study  # noqa: E402
+from mfhpo.report.load import StudyResults  # noqa: E402
 
 MAX_STRUCTURES = 400  # per split, to keep reports fast on big validation sets
 
@@ -60,7 +60,7 @@ def _recorded_paths(obj, key: str) -> list[str]:
     return out
 
 
-def _candidates(study: Study, rel: str, key: str, trial_id) -> list[Path]:
+def _candidates(study: StudyResults, rel: str, key: str, trial_id) -> list[Path]:
     """Where the data of ``data.<key>`` may be: paths recorded by the study engine first, then ``rel``
     relative to the run directory, its parents and the working directory."""
     import json
@@ -86,7 +86,7 @@ def _candidates(study: Study, rel: str, key: str, trial_id) -> list[Path]:
     return uniq
 
 
-def _load(study: Study, rel: str, key: str, data: dict, trial_id, want_hash: str | None):
+def _load(study: StudyResults, rel: str, key: str, data: dict, trial_id, want_hash: str | None):
     """(Dataset, note) for ``data.<key>`` of the study file; Dataset None when not found / not matching."""
     from mfhpo.data import Dataset, load_dataset
 
@@ -130,7 +130,7 @@ def _predict_split(pot, ds, name: str, rng) -> SplitPrediction:
     return out
 
 
-def incumbent_predictions(study: Study) -> Predictions | None:
+def incumbent_predictions(study: StudyResults) -> Predictions | None:
     """Predictions of the incumbent on validation and test data, or None (with the reason in study.notes)."""
     inc = study.incumbent()
     if inc is None:
@@ -186,7 +186,7 @@ def split_metrics(sp: SplitPrediction) -> dict:
     return out
 
 
-def parity_figure(study: Study, preds: Predictions) -> plt.Figure | None:
+def parity_figure(study: StudyResults, preds: Predictions) -> plt.Figure | None:
     splits = preds.splits
     if not splits:
         return None
@@ -230,7 +230,7 @@ def parity_figure(study: Study, preds: Predictions) -> plt.Figure | None:
     return fig
 
 
-def size_figure(study: Study, preds: Predictions) -> plt.Figure | None:
+def size_figure(study: StudyResults, preds: Predictions) -> plt.Figure | None:
     """|energy error| per atom against structure size; when sizes take only a few values (a scatter
     would collapse into a few columns) one jittered strip per size with its median."""
     if not preds.splits:

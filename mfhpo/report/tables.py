@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mfhpo.report import analysis
-from mfhpo.report.load import CFG_PREFIX, Study
+from mfhpo.report.load import CFG_PREFIX, StudyResults
 from mfhpo.report.metrics_info import HEADLINE, METRICS, fmt, metric_info
 
 
@@ -41,7 +41,7 @@ def _value(v) -> str:
     return str(v)
 
 
-def overview(study: Study) -> Table:
+def overview(study: StudyResults) -> Table:
     t = study.trials
     status = ", ".join(f"{k}: {v}" for k, v in t["status"].value_counts().items()) or "none"
     rows = [["study", study.name], ["run directory", str(study.rundir)],
@@ -61,7 +61,7 @@ def overview(study: Study) -> Table:
     return Table(["", ""], rows)  # no header row in HTML
 
 
-def incumbent_metrics(study: Study) -> Table | None:
+def incumbent_metrics(study: StudyResults) -> Table | None:
     inc = study.incumbent()
     if inc is None:
         return None
@@ -82,7 +82,7 @@ def incumbent_metrics(study: Study) -> Table | None:
     return Table(["metric", "incumbent", "baseline", "definition"], rows, cap)
 
 
-def incumbent_config(study: Study) -> Table | None:
+def incumbent_config(study: StudyResults) -> Table | None:
     inc = study.incumbent()
     if inc is None:
         return None
@@ -94,7 +94,7 @@ def incumbent_config(study: Study) -> Table | None:
                  f"trials/{inc['trial_id']}/config.yaml)")
 
 
-def rung_table(study: Study) -> Table:
+def rung_table(study: StudyResults) -> Table:
     rows = []
     for opt in study.optimizers:
         r = analysis.rungs(study, opt)
@@ -105,7 +105,7 @@ def rung_table(study: Study) -> Table:
                   "warm-started"], rows)
 
 
-def top_table(study: Study, k: int = 5) -> Table | None:
+def top_table(study: StudyResults, k: int = 5) -> Table | None:
     top = analysis.top_trials(study, k)
     if top.empty:
         return None
@@ -144,7 +144,7 @@ def split_table(splits) -> Table:
                  "baselines on the same split: per-element linear energy fit on the training split, zero forces")
 
 
-def cross_metrics(studies: list[Study]) -> Table:
+def cross_metrics(studies: list[StudyResults]) -> Table:
     """One row per study (so that many studies fit a window): each headline metric of its incumbent
     with the baseline in parentheses, and the minimised metric."""
     incs = [s.incumbent() for s in studies]
@@ -170,11 +170,11 @@ def cross_metrics(studies: list[Study]) -> Table:
 REFERENCE_OPTIMIZER = "random"
 
 
-def meaningful_pairs(studies: list[Study]) -> list[tuple[Study, Study]]:
+def meaningful_pairs(studies: list[StudyResults]) -> list[tuple[StudyResults, StudyResults]]:
     """Ordered pairs (A, B) worth a compute-to-match row: the same problem (data, split, metric) and
     different optimizers; where the problem has a random-search study, only each other optimizer
     against it (B = the reference); otherwise both orders of each pair."""
-    def opt(s: Study) -> str:
+    def opt(s: StudyResults) -> str:
         return ",".join(sorted(s.optimizers))
 
     out = []
@@ -188,7 +188,7 @@ def meaningful_pairs(studies: list[Study]) -> list[tuple[Study, Study]]:
     return out
 
 
-def compute_to_reach(studies: list[Study]) -> Table | None:
+def compute_to_reach(studies: list[StudyResults]) -> Table | None:
     """For every ordered pair of comparable studies (same data, split and metric): the compute one
     needed to match the other's final result."""
     rows = []
@@ -211,7 +211,7 @@ def compute_to_reach(studies: list[Study]) -> Table | None:
                  "random search where the problem has one")
 
 
-def cross_hyperparameters(studies: list[Study], imps: list[pd.DataFrame]) -> Table:
+def cross_hyperparameters(studies: list[StudyResults], imps: list[pd.DataFrame]) -> Table:
     """One row per hyperparameter, one column per study: the incumbent's value and, in parentheses,
     the hyperparameter's importance in that study."""
     names: list[str] = []

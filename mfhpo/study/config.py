@@ -126,7 +126,7 @@ def parse_duration(v: Any) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-class BudgetSection(_Strict):
+class Limits(_Strict):
     """When to stop: any of these (whichever comes first)."""
 
     trials: Optional[int] = Field(None, ge=1, description="number of trial evaluations (any budget)")
@@ -139,7 +139,7 @@ class BudgetSection(_Strict):
         return None if v is None else parse_duration(v)
 
     @model_validator(mode="after")
-    def _some(self) -> "BudgetSection":
+    def _some(self) -> "Limits":
         if self.trials is None and self.wall_time is None and self.gpu_hours is None:
             raise ValueError("give at least one of trials, wall_time, gpu_hours")
         return self
@@ -182,7 +182,7 @@ class StudyConfig(_Strict):
     space: dict[str, Any] = Field(..., description="parameter name -> fixed value | {low, high, log} | {choices}")
     fixed: dict[str, Any] = Field(default_factory=dict, description="partial TrialConfig (nested) applied to every trial")
     fidelity: FidelitySection
-    budget: BudgetSection
+    budget: Limits
     optimizer: Literal["smac-mf", "smac-bo", "random"] = "smac-mf"
     optimizer_options: OptimizerOptions = Field(default_factory=OptimizerOptions)
     mode: Literal["joint", "two-stage"] = "joint"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from mfhpo.config import Budget
+from mfhpo.config import Fidelity
 
 
 def _position(b: float, lo: float, hi: float, scale: str) -> float:
@@ -27,7 +27,7 @@ def _interp(t: float, a: float, b: float, scale: str) -> float:
     return a + t * (b - a)
 
 
-def budget_to_fidelity(fid, budget: float | None) -> Budget:
+def budget_to_fidelity(fid, budget: float | None) -> Fidelity:
     """Map a SMAC budget (None: full budget) to epochs and subset fraction with the study's mapping."""
     if budget is None:
         budget = fid.max_budget
@@ -37,7 +37,7 @@ def budget_to_fidelity(fid, budget: float | None) -> Budget:
     ts = _position(float(budget), fid.min_budget, top, fid.subset.scale)
     subset = _interp(min(ts, 1.0), fid.subset.min, fid.subset.max, fid.subset.scale)
     subset = min(1.0, max(1e-6, round(subset, 6)))
-    return Budget(epochs=max(1, epochs), subset_fraction=subset)
+    return Fidelity(epochs=max(1, epochs), subset_fraction=subset)
 
 
 def rungs(fid) -> list[float]:

@@ -252,7 +252,7 @@ def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Op
     records; compare the validation metrics with the study's."""
     import torch
 
-    from mfhpo.config import Budget, load_trial_config
+    from mfhpo.config import Fidelity, load_trial_config
     from mfhpo.study.objective import load_study_dataset
     from mfhpo.train import train
 
@@ -280,7 +280,7 @@ def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Op
         sdir = out / f"step{k}_trial{step['trial_id']}"
         print(f"step {k + 1}/{len(man['chain'])}: {step['epochs']} epochs, subset {step['subset_fraction']}"
               + (f", warm start from {prev}" if prev else ""), flush=True)
-        res = train(cfg, ds, Budget(epochs=int(step["epochs"]), subset_fraction=float(step["subset_fraction"])), sdir,
+        res = train(cfg, ds, Fidelity(epochs=int(step["epochs"]), subset_fraction=float(step["subset_fraction"])), sdir,
                     init_checkpoint=prev, device=dev, progress=False, featurize=featurize)
         if k > 0 and not res.warm_start.get("used"):
             print(f"warning: warm start not used ({res.warm_start.get('reason')})", file=sys.stderr)

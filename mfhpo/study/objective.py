@@ -77,7 +77,7 @@ def _toy(spec: TrialSpec) -> dict:
 
 
 def _train(spec: TrialSpec) -> dict:
-    from mfhpo.config import Budget, TrialConfig
+    from mfhpo.config import Fidelity, TrialConfig
     from mfhpo.train import train
 
     cfg = TrialConfig.model_validate(spec.config)
@@ -92,7 +92,7 @@ def _train(spec: TrialSpec) -> dict:
         except Exception:  # cache unavailable: featurize without it
             cache = None
     init = spec.init_checkpoint
-    res = train(cfg, ds, Budget(**spec.budget), Path(spec.trial_dir),
+    res = train(cfg, ds, Fidelity(**spec.budget), Path(spec.trial_dir),
                 init_checkpoint=None if init is None else Path(init), cache=cache, device=spec.device,
                 progress=False, time_limit_s=spec.time_limit_s, eval_test=False,
                 base_dir=Path(spec.base_dir) if spec.base_dir else None)

@@ -86,7 +86,7 @@ class TrialSpec:
     trial_id: int
     trial_dir: str
     config: dict  # TrialConfig, JSON form
-    budget: dict  # Budget: {"epochs", "subset_fraction"}
+    budget: dict  # Fidelity: {"epochs", "subset_fraction"}
     smac_budget: float
     max_budget: float
     data: dict  # {"train", "test", "group_key", "max_force", "demo"}
