@@ -68,7 +68,7 @@ def test_promotion_rule_on_a_hand_made_sequence(tmp_path):
     assert seq == ["A1", "B1", "C1", "B3", "D1", "D3", "E1", "F1", "G1", "G3", "D9", "H1"]
     assert [(k, letters[config_key(c)]) for k, c in opt.facade.intensifier.assignments if k > 0] == [
         (1, "B"), (1, "D"), (1, "G"), (2, "D")]
-    assert config_key(opt.incumbent()) == next(k for k, v in letters.items() if v == "D")
+    assert config_key(opt.facade.intensifier.get_incumbent()) == next(k for k, v in letters.items() if v == "D")
 
 
 def test_crashed_results_are_never_promoted(tmp_path):
