@@ -50,12 +50,18 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("smac-mf", "smac-mf-async", "smac-bo", "random")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # mf_hartmann.py, peers.py
 # benchmark name -> (mfhpo optimizer, make_optimizer options): smac-mf-async is smac-mf with
 # optimizer_options.promotion: async (ASHA, mfhpo/study/asha.py); smac-mf is the default (sync)
 OPTIMIZERS = {"smac-mf": ("smac-mf", {}), "smac-mf-async": ("smac-mf", {"promotion": "async"}),
               "smac-bo": ("smac-bo", {}), "random": ("random", {})}
-TARGET_RATIO = 1.0 / 3.0
+PEER_KINDS = ("optuna-tpe-hb", "dehb", "smac-mf-facade")  # benchmarks/peers.py
+KINDS = (*OPTIMIZERS, *PEER_KINDS)
+DEFAULT_KINDS = "smac-mf,smac-mf-async,random,optuna-tpe-hb,dehb,smac-mf-facade"
+# the ratios printed: each optimizer's time to reach a reference's final median, over the reference's
+# own time to reach it; the targets for mfhpo's smac-mf (issue: <= 1/3 of random, <= 1/2 of Optuna)
+REFERENCES = {"random": 1.0 / 3.0, "optuna-tpe-hb": 1.0 / 2.0}
+TARGET_RATIO = REFERENCES["random"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -75,21 +81,29 @@ class Objective:
     info: dict = field(default_factory=dict)
 
 
-def synthetic_objective(dim: int, preset: str, max_budget: float = 27.0, eta: int = 3) -> Objective:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+def synthetic_objective(dim: int, preset: str, max_budget: float = 27.0, eta: int = 3,
+                        warm_start: bool = False) -> Objective:
+    """Multi-fidelity Hartmann; with ``warm_start`` a configuration evaluated again at a higher budget
+    costs only the budget it adds (as a training that continues from its own checkpoint would)."""
     from mf_hartmann import PRESETS, MFHartmann
 
     fn = MFHartmann.preset(dim, preset, min_budget=1.0, max_budget=max_budget)
+    reached: dict[str, float] = {}  # configuration -> highest budget evaluated (warm start)
 
     def evaluate(config, budget):
         y = fn(config, budget)
         full = budget >= fn.max_budget - 1e-9
-        return y, budget / fn.max_budget, (y - fn.fmin) if full else None
+        done = 0.0
+        if warm_start:
+            key = json.dumps(_json_safe(dict(config)), sort_keys=True)
+            done = min(reached.get(key, 0.0), budget)
+            reached[key] = max(reached.get(key, 0.0), budget)
+        return y, (budget - done) / fn.max_budget, (y - fn.fmin) if full else None
 
     bias, noise = PRESETS[preset]
     return Objective(f"hartmann{dim}", 1.0, max_budget, eta, fn.configspace, evaluate, "regret",
                      {"function": f"hartmann{dim}", "preset": preset, "bias": bias, "noise": noise,
-                      "fmin": fn.fmin})
+                      "fmin": fn.fmin, "warm_start": warm_start})
 
 
 class _MemoryCache:
@@ -146,7 +160,23 @@ REAL_OBJECTIVES: dict[str, dict] = {
         "metric": {"energy": "energy_mae_per_atom", "forces": "force_mae", "force_weight": 1.0},
         "label": "val E_MAE/atom + F_MAE",
     },
+    # rMD17 aspirin (../shared/data): a random subset of the 850 frames, 100 of them for validation;
+    # rotation-invariant GMPOrderNorm features (orders 0-3, 6 sigmas, 6 Å cosine cutoff, valence and
+    # count channels), computed once; the network and training searched as for the other two
+    "aspirin": {
+        "space": {**_NETWORK_SPACE, "nodes": {"low": 16, "high": 128, "log": True},
+                  "lr": {"low": 5.0e-4, "high": 1.0e-2, "log": True}, "batch_size": {"low": 4, "high": 32, "log": True},
+                  "force_coefficient": {"low": 1.0, "high": 300.0, "log": True}},
+        "metric": {"energy": "energy_mae_per_atom", "forces": "force_mae", "force_weight": 1.0},
+        "label": "val E_MAE/atom + F_MAE (eV, eV/Å)",
+        "descriptor": {"scheme": "gmpordernorm", "orders": {0: {}, 1: {}, 2: {}, 3: {}},
+                       "sigmas": [0.2, 0.5, 0.9, 1.4, 2.0, 2.8], "cutoff": 6.0, "cutoff_function": "cosine",
+                       "channels": ["valence", "count"]},
+        "val_structures": 100,
+    },
 }
+ASPIRIN_STRUCTURES = 350  # 250 training + 100 validation frames
+ASPIRIN_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "md17_aspirin" / "rmd17_aspirin_850.extxyz"
 
 
 def generate_emt_bulk(n_structures: int, seed: int = 0, rattle: float = 0.1, strain: float = 0.04) -> list:
@@ -178,14 +208,16 @@ def real_study_dict(kind: str, n_structures: int, max_epochs: int, max_budget: f
     through mfhpo.study.fidelity). ``data.train`` is "demo" for both kinds: the study schema needs a
     source; the images themselves come from ``_real_state``."""
     o = REAL_OBJECTIVES[kind]
+    val_fraction = {"demo": 0.2, "emt": 0.25}.get(kind) or o["val_structures"] / n_structures
     return {
         "name": f"optbench-{kind}",
         "seed": 0,
         "data": {"train": "demo", "demo_structures": int(n_structures), "demo_seed": 0,
-                 "val_fraction": 0.2 if kind == "demo" else 0.25, "test_fraction": 0.0, "split_seed": 0},
+                 "val_fraction": val_fraction, "test_fraction": 0.0, "split_seed": 0},
         "metric": dict(o["metric"]),
         "space": json.loads(json.dumps(o["space"])),
-        "fixed": {"descriptor": {"cutoff": 6.0}, "training": {"dtype": "float64", "grad_clip": 10.0}},
+        "fixed": {"descriptor": o.get("descriptor", {"cutoff": 6.0}),
+                  "training": {"dtype": "float64", "grad_clip": 10.0}},
         "fidelity": {"min_budget": 1, "max_budget": max_budget, "eta": eta,
                      "epochs": {"min": max(1, round(max_epochs / max_budget)), "max": int(max_epochs),
                                 "scale": "linear"}},
@@ -213,8 +245,16 @@ def _real_state(study_dict: dict, cache_dir: str | None, kind: str = "demo") -> 
     study = parse_study(study_dict, f"<optbench-{kind}>")
     spec = build_space_spec(study, f"<optbench-{kind}>")
     d = study.data
-    images = (generate_demo(d.demo_structures, seed=d.demo_seed, choice=WIDE) if kind == "demo"
-              else generate_emt_bulk(d.demo_structures, seed=d.demo_seed))
+    if kind == "demo":
+        images = generate_demo(d.demo_structures, seed=d.demo_seed, choice=WIDE)
+    elif kind == "aspirin":
+        from mfhpo.data import read_structures
+
+        frames = read_structures(ASPIRIN_DATA)
+        pick = np.random.default_rng(d.demo_seed).permutation(len(frames))[: d.demo_structures]
+        images = [frames[i] for i in sorted(pick)]
+    else:
+        images = generate_emt_bulk(d.demo_structures, seed=d.demo_seed)
     ds = Dataset.from_images(images, source=kind)
     disk = None
     if cache_dir:
@@ -300,9 +340,43 @@ def real_objective(kind: str = "emt", n_structures: int = 120, max_epochs: int =
 # ------------------------------------------------------------------------------------------------
 
 
+class RunLog:
+    """One optimizer run's bookkeeping, the same for mfhpo's optimizers and the peers: every
+    evaluation of the objective, the compute it spent (full-budget equivalents: epoch-equivalents for
+    trainings) and the wall seconds since the run started (optimizer overhead included)."""
+
+    def __init__(self, objective: Objective, total_compute: float):
+        self.objective, self.total = objective, float(total_compute)
+        self.records: list[dict] = []
+        self.spent = 0.0
+        self.objective_s = 0.0
+        self.t0 = time.perf_counter()
+
+    @property
+    def done(self) -> bool:
+        return self.spent >= self.total - 1e-9
+
+    def evaluate(self, config, budget: float) -> float:
+        """Evaluate ``config`` at ``budget``; the cost (NaN for a crashed trial)."""
+        t1 = time.perf_counter()
+        cost, units, full = self.objective.evaluate(config, budget)
+        t2 = time.perf_counter()
+        self.objective_s += t2 - t1
+        self.spent += units
+        self.records.append({"budget": float(budget), "units": units, "compute": self.spent, "wall": t2 - self.t0,
+                             "cost": cost if math.isfinite(cost) else None, "full": full,
+                             "config": {k: (v.item() if hasattr(v, "item") else v) for k, v in dict(config).items()}})
+        return float(cost)
+
+    def result(self, kind: str, seed: int) -> dict:
+        return {"objective": self.objective.name, "kind": kind, "seed": seed, "records": self.records,
+                "wall_s": time.perf_counter() - self.t0, "objective_s": self.objective_s}
+
+
 def run_one(obj: Objective, kind: str, seed: int, total_compute: float, initial_design: int = 5,
             crash_cost: float = 1000.0, min_trials: int | None = None) -> dict:
-    """Run ``kind`` on ``obj`` until ``total_compute`` full-budget equivalents are spent."""
+    """Run ``kind`` (one of mfhpo's optimizers or a peer) on ``obj`` until ``total_compute``
+    full-budget equivalents are spent."""
     from smac.runhistory import TrialValue
     from smac.runhistory.enumerations import StatusType
 
@@ -312,34 +386,26 @@ def run_one(obj: Objective, kind: str, seed: int, total_compute: float, initial_
     warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message="invalid value encountered in scalar divide", category=RuntimeWarning)
     cs = obj.configspace(seed)
+    log = RunLog(obj, total_compute)
+    if kind in PEER_KINDS:
+        from peers import run_peer
+
+        run_peer(kind, log, cs, seed, crash_cost)
+        return log.result(kind, seed)
     opt_kind, opt_options = OPTIMIZERS[kind]
     tmp = tempfile.mkdtemp(prefix=f"optbench-{kind}-")
-    t0 = time.perf_counter()
-    records: list[dict] = []
-    t_obj = 0.0
     try:
         opt = make_optimizer(opt_kind, cs, min_budget=obj.min_budget, max_budget=obj.max_budget, eta=obj.eta,
                              seed=seed, output_dir=Path(tmp), n_trials=100000, initial_design=initial_design,
                              crash_cost=crash_cost, overwrite=True, min_trials=min_trials, **opt_options)
-        spent = 0.0
-        while spent < total_compute - 1e-9:
+        while not log.done:
             info = opt.ask()
-            b = opt.budget_of(info)
-            t1 = time.perf_counter()
-            cost, units, full = obj.evaluate(info.config, b)
-            t_obj += time.perf_counter() - t1
-            if math.isfinite(cost):
-                opt.tell(info, TrialValue(cost=float(cost)), save=False)
-            else:
-                opt.tell(info, TrialValue(cost=crash_cost, status=StatusType.CRASHED), save=False)
-            spent += units
-            records.append({"budget": b, "units": units, "compute": spent,
-                            "cost": cost if math.isfinite(cost) else None, "full": full,
-                            "config": {k: (v.item() if hasattr(v, "item") else v) for k, v in dict(info.config).items()}})
+            cost = log.evaluate(info.config, opt.budget_of(info))
+            opt.tell(info, TrialValue(cost=cost) if math.isfinite(cost)
+                     else TrialValue(cost=crash_cost, status=StatusType.CRASHED), save=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"objective": obj.name, "kind": kind, "seed": seed, "records": records,
-            "wall_s": time.perf_counter() - t0, "objective_s": t_obj}
+    return log.result(kind, seed)
 
 
 def _run_task(args: tuple) -> dict:
@@ -349,7 +415,8 @@ def _run_task(args: tuple) -> dict:
 
 def build_objective(spec: dict) -> Objective:
     if spec["name"].startswith("hartmann"):
-        return synthetic_objective(int(spec["name"][-1]), spec["preset"], spec["max_budget"], spec["eta"])
+        return synthetic_objective(int(spec["name"][-1]), spec["preset"], spec["max_budget"], spec["eta"],
+                                   bool(spec.get("warm_start", False)))
     return real_objective(spec["name"], spec["n_structures"], spec["max_epochs"], spec["max_budget"], spec["eta"],
                           spec.get("cache_dir"), bool(spec.get("warm_start", False)))
 
@@ -359,9 +426,9 @@ def build_objective(spec: dict) -> Objective:
 # ------------------------------------------------------------------------------------------------
 
 
-def best_at(records: list[dict], c: float) -> float:
-    """Best full-budget value among trials finished by compute ``c`` (inf when none)."""
-    return float(best_matrix([{"records": records}], [c])[0, 0])
+def best_at(records: list[dict], c: float, axis: str = "compute") -> float:
+    """Best full-budget value among trials finished by ``c`` on ``axis`` (inf when none)."""
+    return float(best_matrix([{"records": records}], [c], axis)[0, 0])
 
 
 def quartiles(vals) -> tuple[float, float, float]:
@@ -374,26 +441,27 @@ def quartiles(vals) -> tuple[float, float, float]:
     return q1, med, q3
 
 
-def best_matrix(runs: list[dict], grid) -> np.ndarray:
-    """Best full-budget value among each run's trials finished by each compute in ``grid``: rows =
-    runs, columns = grid (inf where a run has no full-budget result yet)."""
+def best_matrix(runs: list[dict], grid, axis: str = "compute") -> np.ndarray:
+    """Best full-budget value among each run's trials finished by each point of ``grid`` on ``axis``
+    ("compute": full-budget equivalents, "wall": seconds since the run started): rows = runs,
+    columns = grid (inf where a run has no full-budget result yet)."""
     grid = np.asarray(grid, dtype=float)
     out = np.full((len(runs), len(grid)), math.inf)
     for i, r in enumerate(runs):
         if not r["records"]:
             continue
-        comp = np.array([x["compute"] for x in r["records"]], dtype=float)
+        at = np.array([x[axis] for x in r["records"]], dtype=float)
         full = np.array([math.inf if x["full"] is None else x["full"] for x in r["records"]], dtype=float)
-        order = np.argsort(comp, kind="stable")
-        comp, best = comp[order], np.minimum.accumulate(full[order])
-        k = np.searchsorted(comp, grid + 1e-9, side="right") - 1
+        order = np.argsort(at, kind="stable")
+        at, best = at[order], np.minimum.accumulate(full[order])
+        k = np.searchsorted(at, grid + 1e-9, side="right") - 1
         ok = k >= 0
         out[i, ok] = best[k[ok]]
     return out
 
 
-def _events(runs: list[dict], total: float) -> np.ndarray:
-    return np.array(sorted({x["compute"] for r in runs for x in r["records"] if x["compute"] <= total + 1e-9}))
+def _events(runs: list[dict], total: float, axis: str = "compute") -> np.ndarray:
+    return np.array(sorted({x[axis] for r in runs for x in r["records"] if x[axis] <= total + 1e-9}))
 
 
 def _first_reach(mat: np.ndarray, events: np.ndarray, target: float) -> float:
@@ -406,73 +474,99 @@ def _first_reach(mat: np.ndarray, events: np.ndarray, target: float) -> float:
     return float(events[hit[0]]) if len(hit) else math.inf
 
 
-def compute_to_reach(runs: list[dict], target: float, total: float) -> float:
-    """First compute at which the median-over-seeds incumbent is <= target (inf if never)."""
-    ev = _events(runs, total)
-    return _first_reach(best_matrix(runs, ev), ev, target)
+def compute_to_reach(runs: list[dict], target: float, total: float, axis: str = "compute") -> float:
+    """First point on ``axis`` at which the median-over-seeds incumbent is <= target (inf if never)."""
+    ev = _events(runs, total, axis)
+    return _first_reach(best_matrix(runs, ev, axis), ev, target)
 
 
-def per_seed_reach(runs: list[dict], target: float, total: float) -> list[float]:
+def per_seed_reach(runs: list[dict], target: float, total: float, axis: str = "compute") -> list[float]:
     out = []
     for r in runs:
-        cs = [x["compute"] for x in r["records"] if x["full"] is not None and x["full"] <= target + 1e-12
-              and x["compute"] <= total + 1e-9]
+        cs = [x[axis] for x in r["records"] if x["full"] is not None and x["full"] <= target + 1e-12
+              and x[axis] <= total + 1e-9]
         out.append(min(cs) if cs else math.inf)
     return out
 
 
-def bootstrap_ratio(runs: list[dict], random_runs: list[dict], total: float, n_boot: int = 1000,
-                    seed: int = 0) -> dict:
-    """Uncertainty of the compute-to-reach ratio over seeds: resample the seeds of ``runs`` and of
-    random search independently (with replacement), recompute random's final median T, the compute
-    random's median curve needs for T and the compute ``runs``' median curve needs. Returns the
-    5/50/95 percentiles of the ratio and the fraction of resamples with ratio <= 1/3."""
+def bootstrap_ratio(runs: list[dict], ref_runs: list[dict], total: float, n_boot: int = 1000,
+                    seed: int = 0, axis: str = "compute", target_ratio: float = TARGET_RATIO) -> dict:
+    """Uncertainty of the time-to-reach ratio over seeds: resample the seeds of ``runs`` and of the
+    reference (e.g. random search) independently (with replacement), recompute the reference's final
+    median T, the time the reference's median curve needs for T and the time ``runs``' median curve
+    needs. Returns the 5/50/95 percentiles of the ratio and the fraction of resamples with
+    ratio <= ``target_ratio``."""
     rng = np.random.default_rng(seed)
-    ev_m, ev_r = _events(runs, total), _events(random_runs, total)
-    m_mat, r_mat = best_matrix(runs, ev_m), best_matrix(random_runs, ev_r)
-    r_final = best_matrix(random_runs, [total])[:, 0]
+    ev_m, ev_r = _events(runs, total, axis), _events(ref_runs, total, axis)
+    m_mat, r_mat = best_matrix(runs, ev_m, axis), best_matrix(ref_runs, ev_r, axis)
+    r_final = best_matrix(ref_runs, [total], axis)[:, 0]
     ratios = np.empty(n_boot)
     for b in range(n_boot):
         i = rng.integers(len(runs), size=len(runs))
-        j = rng.integers(len(random_runs), size=len(random_runs))
+        j = rng.integers(len(ref_runs), size=len(ref_runs))
         t = float(np.median(r_final[j]))
         c_r = _first_reach(r_mat[j], ev_r, t)
         c_m = _first_reach(m_mat[i], ev_m, t)
         ratios[b] = c_m / c_r if (math.isfinite(c_r) and c_r > 0) else math.nan
     fin = np.where(np.isnan(ratios), math.inf, ratios)
     pct = {q: float(np.percentile(fin, q, method="nearest")) for q in (5, 50, 95)}
-    return {"p05": pct[5], "p50": pct[50], "p95": pct[95], "p_target": float(np.mean(fin <= TARGET_RATIO + 1e-12)),
+    return {"p05": pct[5], "p50": pct[50], "p95": pct[95], "p_target": float(np.mean(fin <= target_ratio + 1e-12)),
             "n_boot": n_boot}
 
 
+def wall_total(results: list[dict], objective: str) -> float:
+    """Equal wall time for the wall-clock axis: the smallest over optimizers of the median wall time of
+    their runs (every optimizer's curve up to it is real progress for at least half its seeds)."""
+    walls = {}
+    for r in results:
+        if r["objective"] == objective and r["records"] and "wall" in r["records"][-1]:
+            walls.setdefault(r["kind"], []).append(r["records"][-1]["wall"])
+    return min(float(np.median(v)) for v in walls.values()) if walls else math.nan
+
+
 def summarize(results: list[dict], objective: str, total: float, checkpoints: list[float],
-              n_boot: int = 1000) -> dict:
+              n_boot: int = 1000, axis: str = "compute") -> dict:
+    """Median [IQR] incumbents at ``checkpoints`` on ``axis`` up to ``total``, and for each reference
+    optimizer present (REFERENCES) the time every optimizer needs to reach its final median."""
     by = {k: [r for r in results if r["objective"] == objective and r["kind"] == k] for k in KINDS}
     by = {k: v for k, v in by.items() if v}
-    summ: dict[str, Any] = {"objective": objective, "total_compute": total, "checkpoints": {}, "reach": {}}
+    summ: dict[str, Any] = {"objective": objective, "axis": axis, "total_compute": total, "checkpoints": {},
+                            "reach": {}, "references": {}}
     for k, runs in by.items():
-        summ["checkpoints"][k] = {str(c): quartiles([best_at(r["records"], c) for r in runs]) for c in checkpoints}
+        summ["checkpoints"][k] = {str(c): quartiles([best_at(r["records"], c, axis) for r in runs])
+                                  for c in checkpoints}
         summ.setdefault("n_trials", {})[k] = [len(r["records"]) for r in runs]
         summ.setdefault("n_full", {})[k] = [sum(x["full"] is not None for x in r["records"]) for r in runs]
         summ.setdefault("wall_s", {})[k] = [r["wall_s"] for r in runs]
         summ.setdefault("objective_s", {})[k] = [r["objective_s"] for r in runs]
-    if "random" in by:
-        target = quartiles([best_at(r["records"], total) for r in by["random"]])[1]
-        c_rs = compute_to_reach(by["random"], target, total)
-        summ["target_value"] = target
-        summ["random_compute_to_target"] = c_rs
+    for ref, target_ratio in REFERENCES.items():
+        if ref not in by:
+            continue
+        target = quartiles([best_at(r["records"], total, axis) for r in by[ref]])[1]
+        if not math.isfinite(target):  # most of its seeds have no full-budget result: nothing to reach
+            summ["references"][ref] = {"target_value": target, "ref_to_target": math.inf,
+                                       "target_ratio": target_ratio, "reach": {}}
+            continue
+        c_ref = compute_to_reach(by[ref], target, total, axis)
+        reach = {}
         for k, runs in by.items():
-            c = compute_to_reach(runs, target, total)
-            ps = per_seed_reach(runs, target, total)
-            summ["reach"][k] = {"compute": c, "ratio_to_random": c / c_rs if c_rs > 0 else math.nan,
-                                "ratio_to_random_total": c / total,
-                                "seeds_reached": int(sum(math.isfinite(x) for x in ps)), "seeds": len(ps),
-                                "per_seed_compute": ps}
-            if k != "random" and n_boot > 0:
-                summ["reach"][k]["bootstrap"] = bootstrap_ratio(runs, by["random"], total, n_boot=n_boot)
-        mf = summ["reach"].get("smac-mf")
-        if mf is not None:
-            summ["target_met"] = bool(mf["ratio_to_random"] <= TARGET_RATIO + 1e-12)
+            c = compute_to_reach(runs, target, total, axis)
+            ps = per_seed_reach(runs, target, total, axis)
+            reach[k] = {"compute": c, "ratio_to_random": c / c_ref if 0 < c_ref < math.inf else math.nan,
+                        "ratio_to_random_total": c / total,
+                        "seeds_reached": int(sum(math.isfinite(x) for x in ps)), "seeds": len(ps),
+                        "per_seed_compute": ps}
+            if k != ref and n_boot > 0:
+                reach[k]["bootstrap"] = bootstrap_ratio(runs, by[ref], total, n_boot=n_boot, axis=axis,
+                                                        target_ratio=target_ratio)
+        summ["references"][ref] = {"target_value": target, "ref_to_target": c_ref, "target_ratio": target_ratio,
+                                   "reach": reach}
+        mf = reach.get("smac-mf")
+        if mf is not None and ref != "smac-mf":
+            summ.setdefault("target_met", {})[ref] = bool(mf["ratio_to_random"] <= target_ratio + 1e-12)
+    if "random" in summ["references"]:  # the keys of results.json before the references
+        r = summ["references"]["random"]
+        summ.update(target_value=r["target_value"], random_compute_to_target=r["ref_to_target"], reach=r["reach"])
     return summ
 
 
@@ -486,7 +580,12 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.2e}"
 
 
+_AXIS_WORDS = {"compute": ("compute", "full-budget evaluations"), "wall": ("wall s", "wall seconds")}
+
+
 def format_summary(summ: dict, label: str) -> str:
+    axis = summ.get("axis", "compute")
+    word, unit = _AXIS_WORDS[axis]
     seeds = {k: len(v) for k, v in summ.get("n_trials", {}).items()}
     fid = summ.get("fidelity")
     fid_s = ""
@@ -494,11 +593,13 @@ def format_summary(summ: dict, label: str) -> str:
         fid_s = f"; budgets {fid['min_budget']:g}..{fid['max_budget']:g}, eta {fid['eta']}"
         if "epochs_at_max" in fid:
             fid_s += f", {fid['epochs_at_max']} epochs at full budget"
+    total_s = (f"total {summ['total_compute']:g}" if axis == "compute"
+               else f"equal wall time {summ['total_compute']:.0f} s: the shortest median run")
     lines = [(f"== {summ['objective']}: best full-budget {label}, median [IQR] over "
-              f"{'/'.join(str(n) for n in sorted(set(seeds.values())))} seeds, vs compute "
-              f"(full-budget evaluations; total {summ['total_compute']:g}{fid_s}) ==")]
+              f"{'/'.join(str(n) for n in sorted(set(seeds.values())))} seeds, vs {unit} "
+              f"({total_s}{fid_s}) ==")]
     cps = list(next(iter(summ["checkpoints"].values())).keys())
-    head = f"{'optimizer':<13} " + " ".join(f"{'@' + c:>24}" for c in cps) + "   trials (full)"
+    head = f"{'optimizer':<15} " + " ".join(f"{'@' + _fmt(float(c)):>24}" for c in cps) + "   trials (full)"
     lines.append(head)
     for k, d in summ["checkpoints"].items():
         cells = []
@@ -507,26 +608,32 @@ def format_summary(summ: dict, label: str) -> str:
             cells.append(f"{_fmt(m)} [{_fmt(q1)}, {_fmt(q3)}]".rjust(24))
         nt = int(np.median(summ["n_trials"][k]))
         nf = int(np.median(summ["n_full"][k]))
-        lines.append(f"{k:<13} " + " ".join(cells) + f"   {nt} ({nf})")
-    if "target_value" in summ:
-        lines.append(f"random search's final median: {_fmt(summ['target_value'])}; random's median curve "
-                     f"reaches it at compute {_fmt(summ['random_compute_to_target'])}")
-        for k, r in summ["reach"].items():
-            lines.append(f"  {k:<13} reaches it at compute {_fmt(r['compute']):>6}  ratio to random "
-                         f"{_fmt(r['ratio_to_random']):>6}  (to random's total: {_fmt(r['ratio_to_random_total'])}); "
+        lines.append(f"{k:<15} " + " ".join(cells) + f"   {nt} ({nf})")
+    for ref, rd in summ.get("references", {}).items():
+        name = "random search" if ref == "random" else ref
+        lines.append(f"{name}'s final median: {_fmt(rd['target_value'])}; {ref}'s median curve "
+                     f"reaches it at {word} {_fmt(rd['ref_to_target'])}")
+        for k, r in rd["reach"].items():
+            lines.append(f"  {k:<15} reaches it at {word} {_fmt(r['compute']):>6}  ratio to {ref} "
+                         f"{_fmt(r['ratio_to_random']):>6}  (to the total: {_fmt(r['ratio_to_random_total'])}); "
                          f"seeds reaching it: {r['seeds_reached']}/{r['seeds']}")
             b = r.get("bootstrap")
             if b:
-                lines.append(f"  {'':<13} seed bootstrap of the ratio: median {_fmt(b['p50'])}, 90% interval "
-                             f"[{_fmt(b['p05'])}, {_fmt(b['p95'])}], P(ratio <= 1/3) = {b['p_target']:.2f}")
-        if "target_met" in summ:
-            r = summ["reach"]["smac-mf"]["ratio_to_random"]
-            lines.append(f"TARGET smac-mf <= 1/3 of random search's compute: "
-                         f"{'HOLDS' if summ['target_met'] else 'NOT MET'} (ratio {_fmt(r)})")
+                lines.append(f"  {'':<15} seed bootstrap of the ratio: median {_fmt(b['p50'])}, 90% interval "
+                             f"[{_fmt(b['p05'])}, {_fmt(b['p95'])}], P(ratio <= {_fraction(rd['target_ratio'])}) = "
+                             f"{b['p_target']:.2f}")
+        met = summ.get("target_met", {}).get(ref)
+        if met is not None:
+            lines.append(f"TARGET smac-mf <= {_fraction(rd['target_ratio'])} of {name}'s {word}: "
+                         f"{'HOLDS' if met else 'NOT MET'} (ratio {_fmt(rd['reach']['smac-mf']['ratio_to_random'])})")
     wall = {k: float(np.sum(v)) for k, v in summ["wall_s"].items()}
     lines.append("wall time (s, all seeds): " + ", ".join(f"{k} {v:.0f} (objective {np.sum(summ['objective_s'][k]):.0f})"
                                                      for k, v in wall.items()))
     return "\n".join(lines)
+
+
+def _fraction(x: float) -> str:
+    return f"1/{round(1 / x)}" if x < 1 and abs(1 / x - round(1 / x)) < 1e-9 else f"{x:g}"
 
 
 def _json_safe(obj):
@@ -544,6 +651,10 @@ def _json_safe(obj):
     return obj
 
 
+COLORS = {"smac-mf": "C0", "smac-mf-async": "C3", "smac-bo": "C1", "random": "C2", "optuna-tpe-hb": "C4",
+          "dehb": "C5", "smac-mf-facade": "C7"}
+
+
 def plot(results: list[dict], summaries: list[dict], labels: dict, path: Path) -> None:
     import matplotlib
 
@@ -551,30 +662,30 @@ def plot(results: list[dict], summaries: list[dict], labels: dict, path: Path) -
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(summaries), figsize=(5.2 * len(summaries), 4), squeeze=False)
-    colors = {"smac-mf": "C0", "smac-mf-async": "C3", "smac-bo": "C1", "random": "C2"}
     for ax, s in zip(axes[0], summaries):
-        total = s["total_compute"]
+        total, axis = s["total_compute"], s.get("axis", "compute")
         grid = np.linspace(0, total, 201)
         for k in KINDS:
             runs = [r for r in results if r["objective"] == s["objective"] and r["kind"] == k]
             if not runs:
                 continue
-            mat = best_matrix(runs, grid)
+            mat = best_matrix(runs, grid, axis)
             qs = np.array([quartiles(mat[:, j]) for j in range(len(grid))])
             ok = np.isfinite(qs[:, 1])
-            ax.step(grid[ok], qs[ok, 1], where="post", color=colors[k], label=k)
+            ax.step(grid[ok], qs[ok, 1], where="post", color=COLORS[k], label=k)
             okb = np.isfinite(qs[:, 0]) & np.isfinite(qs[:, 2])
-            ax.fill_between(grid[okb], qs[okb, 0], qs[okb, 2], step="post", color=colors[k], alpha=0.2)
+            ax.fill_between(grid[okb], qs[okb, 0], qs[okb, 2], step="post", color=COLORS[k], alpha=0.2)
         if "target_value" in s:
             ax.axhline(s["target_value"], color="k", lw=0.8, ls="--", label="random final median")
         ax.set_yscale("log")
-        ax.set_xlabel("compute (full-budget evaluations)")
+        ax.set_xlabel("compute (full-budget evaluations)" if axis == "compute" else "wall seconds")
         ax.set_ylabel(labels[s["objective"]])
-        ax.set_title(s["objective"])
+        ax.set_title(f"{s['objective']} ({axis})")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
 
 
 # ------------------------------------------------------------------------------------------------
@@ -641,9 +752,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--quick", action="store_true", help="smoke run (a couple of minutes)")
     g.add_argument("--full", action="store_true", help="30 synthetic seeds, 20 real seeds")
     ap.add_argument("--objectives", default="hartmann3,hartmann6,emt",
-                    help="comma list of hartmann3, hartmann6, emt, demo")
-    ap.add_argument("--optimizers", default="smac-mf,smac-bo,random",
-                    help=f"comma list of {', '.join(KINDS)} (smac-mf-async: smac-mf with promotion: async)")
+                    help="comma list of hartmann3, hartmann6, emt, demo, aspirin (the rMD17 frames in ../shared)")
+    ap.add_argument("--optimizers", default=DEFAULT_KINDS,
+                    help=f"comma list of {', '.join(KINDS)} (smac-mf-async: smac-mf with promotion: async; "
+                    "optuna-tpe-hb, dehb, smac-mf-facade: the peers of benchmarks/peers.py, skipped when not installed)")
     ap.add_argument("--seeds", type=int, help="seeds for the synthetic objectives")
     ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--compute", type=float, help="full-budget equivalents per synthetic run")
@@ -667,8 +779,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the seeds for the ratio")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     ap.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
-                    help="real objectives, smac-mf: a promoted configuration continues from its own lower-budget "
-                    "checkpoint, as `mfhpo run` does (default: on; --no-warm-start retrains from scratch)")
+                    help="multi-fidelity optimizers: a configuration evaluated again at a higher budget continues "
+                    "from its own lower-budget state (real objectives: its checkpoint, as `mfhpo run` does; "
+                    "synthetic: it costs only the budget it adds), as Optuna's trials always do (default: on; "
+                    "--no-warm-start retrains from scratch)")
+    ap.add_argument("--wall", action="store_true",
+                    help="also summarise the synthetic objectives on the wall-clock axis (the optimizers' own time)")
     ap.add_argument("--cache-dir", default=None, help="disk FeatureCache under the in-memory one (real objectives)")
     ap.add_argument("--from", dest="from_files", default=None,
                     help="comma list of earlier results.json files: their runs (same objective settings) are "
@@ -686,8 +802,13 @@ def main(argv: list[str] | None = None) -> int:
     min_trials = None if a.min_trials == "auto" else int(a.min_trials)
     kinds = [k.strip() for k in a.optimizers.split(",") if k.strip()]
     for k in kinds:
-        if k not in OPTIMIZERS:
+        if k not in KINDS:
             ap.error(f"--optimizers: unknown optimizer {k!r} (one of {', '.join(KINDS)})")
+    from peers import missing
+
+    for k in [k for k in kinds if k in PEER_KINDS and missing(k)]:
+        print(missing(k))
+        kinds.remove(k)
     objs = [o.strip() for o in a.objectives.split(",") if o.strip()]
     cps_all = [float(x) for x in a.checkpoints.split(",")]
     opt_settings = {"initial_design": a.initial_design, "min_trials": a.min_trials}
@@ -696,10 +817,15 @@ def main(argv: list[str] | None = None) -> int:
     n_of: dict[str, int] = {}
     for o in objs:
         if o.startswith("hartmann"):
-            spec = {"name": o, "preset": a.preset, "max_budget": a.max_budget, "eta": a.eta, **opt_settings}
+            spec = {"name": o, "preset": a.preset, "max_budget": a.max_budget, "eta": a.eta,
+                    "warm_start": a.warm_start, **opt_settings}
             n_seeds, total = seeds, compute
+        elif o == "aspirin" and not ASPIRIN_DATA.exists():
+            print(f"aspirin skipped: {ASPIRIN_DATA} not found (../shared/data)")
+            continue
         elif o in REAL_OBJECTIVES:
-            spec = {"name": o, "n_structures": rstruct, "max_epochs": repochs, "max_budget": rmax,
+            n_struct = a.real_structures or (ASPIRIN_STRUCTURES if o == "aspirin" else rstruct)
+            spec = {"name": o, "n_structures": n_struct, "max_epochs": repochs, "max_budget": rmax,
                     "eta": a.eta, "cache_dir": a.cache_dir, "warm_start": a.warm_start, **opt_settings}
             n_seeds, total = rseeds, rcompute
         else:
@@ -740,15 +866,22 @@ def main(argv: list[str] | None = None) -> int:
         cps = [c for c in cps_all if c <= total + 1e-9] or [total]
         if cps[-1] < total:
             cps.append(total)
-        s = summarize(results, o, total, cps, n_boot=a.n_boot)
-        s["fidelity"] = {"min_budget": 1.0, "max_budget": spec["max_budget"], "eta": spec["eta"]}
-        if o in REAL_OBJECTIVES:
-            s["fidelity"]["epochs_at_max"] = spec["max_epochs"]
         lab = build_objective(spec).value_label
         labels[o] = lab
-        summaries.append(s)
-        print(format_summary(s, lab))
-        print()
+        fid = {"min_budget": 1.0, "max_budget": spec["max_budget"], "eta": spec["eta"]}
+        if o in REAL_OBJECTIVES:
+            fid["epochs_at_max"] = spec["max_epochs"]
+        axes = [("compute", total, cps)]
+        if o in REAL_OBJECTIVES or a.wall:  # the synthetic objectives cost no time: their wall is SMAC's own
+            w = wall_total(results, o)
+            if math.isfinite(w):
+                axes.append(("wall", w, [w / 8, w / 4, w / 2, w]))
+        for axis, tot, points in axes:
+            s = summarize(results, o, tot, points, n_boot=a.n_boot, axis=axis)
+            s["fidelity"] = fid
+            summaries.append(s)
+            print(format_summary(s, lab))
+            print()
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def test_async_variant_runs_beside_sync(bench, tmp_path, capsys):
                      "--out", str(tmp_path)])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "smac-mf-async reaches it at compute" in out
+    assert re.search(r"smac-mf-async +reaches it at compute", out)
     runs = {r["kind"]: r for r in json.loads((tmp_path / "results.json").read_text())["runs"]}
     assert set(runs) == {"smac-mf", "smac-mf-async", "random"}
     budgets = [x["budget"] for x in runs["smac-mf-async"]["records"]]
@@ -102,7 +103,7 @@ def test_async_variant_runs_beside_sync(bench, tmp_path, capsys):
 
 def test_synthetic_smoke(bench, tmp_path, capsys):
     rc = bench.main(["--objectives", "hartmann3", "--seeds", "1", "--compute", "4", "--checkpoints", "2,4",
-                     "--initial-design", "3", "--out", str(tmp_path)])
+                     "--optimizers", "smac-mf,smac-bo,random", "--initial-design", "3", "--out", str(tmp_path)])
     assert rc == 0
     out = capsys.readouterr().out
     assert "TARGET smac-mf" in out and "random search's final median" in out
@@ -215,3 +216,70 @@ def test_emt_smoke(bench, tmp_path):
     promoted = [x for x in mf["records"] if x["budget"] == 3.0 and json.dumps(x["config"], sort_keys=True) in low]
     assert promoted and all(x["units"] == pytest.approx(2.0 / 3.0) for x in promoted)
     assert all(x["units"] == pytest.approx(x["budget"] / 3.0) for x in mf["records"] if x not in promoted)
+
+
+def test_peers_run_through_the_same_accounting(bench, tmp_path, capsys):
+    """Optuna TPE + Hyperband pruner, SMAC's own multi-fidelity facade and DEHB (each when installed)
+    run on the same objective and RunLog as mfhpo's optimizers; with warm start (default) a
+    configuration evaluated again at a higher budget costs only the budget it adds."""
+    import peers
+
+    kinds = ["smac-mf", "random", "optuna-tpe-hb", "smac-mf-facade", "dehb"]
+    rc = bench.main(["--objectives", "hartmann3", "--seeds", "1", "--compute", "3", "--checkpoints", "3",
+                     "--optimizers", ",".join(kinds), "--initial-design", "3", "--n-boot", "10", "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    ran = [k for k in kinds if peers.PEER_MODULES.get(k) is None or not peers.missing(k)]
+    runs = {r["kind"]: r for r in json.loads((tmp_path / "results.json").read_text())["runs"]}
+    assert set(runs) == set(ran)
+    for k in set(kinds) - set(ran):
+        assert f"{k} skipped: the" in out
+    assert "optuna-tpe-hb's final median" in out or "optuna-tpe-hb" not in ran
+    for kind, r in runs.items():
+        reached: dict = {}
+        for x in r["records"]:
+            key = json.dumps(x["config"], sort_keys=True)
+            assert x["units"] == pytest.approx((x["budget"] - min(reached.get(key, 0.0), x["budget"])) / 27.0)
+            reached[key] = max(reached.get(key, 0.0), x["budget"])
+            assert x["wall"] >= 0
+        walls = [x["wall"] for x in r["records"]]
+        assert walls == sorted(walls)
+    if "optuna-tpe-hb" in runs:
+        # an Optuna trial climbs the rungs 1, 3, 9, 27 of one configuration (pruned ones stop early)
+        recs = runs["optuna-tpe-hb"]["records"]
+        assert {x["budget"] for x in recs} <= {1.0, 3.0, 9.0, 27.0}
+        assert any(x["budget"] > 1 for x in recs) and recs[0]["budget"] == 1.0
+        for prev, x in zip(recs, recs[1:]):
+            if x["budget"] > 1:  # a continuation: the same configuration one rung up
+                assert x["config"] == prev["config"] and x["budget"] == 3 * prev["budget"]
+
+
+def test_optuna_suggestions_respect_conditions():
+    """The Optuna peer suggests a child only when its condition holds, so every suggestion is a
+    valid Configuration of the mixed, conditional space."""
+    optuna = pytest.importorskip("optuna")
+    from ConfigSpace import Configuration
+    from mf_hartmann import MFHartmann
+
+    import peers
+
+    cs = MFHartmann(dim=6).configspace(seed=0)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    branches = set()
+    for _ in range(12):
+        t = study.ask()
+        values = peers.suggest_from_configspace(t, cs)
+        Configuration(cs, values=values)  # raises on an inactive child or a missing active one
+        assert ("x_fine" in values) == (values["branch"] == "fine") and ("k" in values) == (values["branch"] == "coarse")
+        branches.add(values["branch"])
+        study.tell(t, 0.0)
+    assert branches == {"fine", "coarse"}
+
+
+def test_missing_peer_is_named(monkeypatch):
+    import peers
+
+    monkeypatch.setattr(peers.importlib.util, "find_spec", lambda name: None)
+    assert peers.missing("dehb") == ("dehb skipped: the dehb package is not installed "
+                                     "(pip install --no-deps dehb==0.1.2 loguru)")
+    assert "pip install -e '.[bench]'" in peers.missing("optuna-tpe-hb")
