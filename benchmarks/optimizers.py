@@ -54,6 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # mf_hartmann.py, peer
 # benchmark name -> (mfhpo optimizer, make_optimizer options): smac-mf-async is smac-mf with
 # optimizer_options.promotion: async (ASHA, mfhpo/study/asha.py); smac-mf is the default (sync)
 OPTIMIZERS = {"smac-mf": ("smac-mf", {}), "smac-mf-async": ("smac-mf", {"promotion": "async"}),
+              "smac-mf-eips": ("smac-mf", {"acquisition": "ei_per_second"}),
+              "smac-mf-async-eips": ("smac-mf", {"promotion": "async", "acquisition": "ei_per_second"}),
               "smac-bo": ("smac-bo", {}), "random": ("random", {})}
 PEER_KINDS = ("optuna-tpe-hb", "dehb", "smac-mf-facade")  # benchmarks/peers.py
 KINDS = (*OPTIMIZERS, *PEER_KINDS)
@@ -364,6 +366,7 @@ class RunLog:
         self.objective_s += t2 - t1
         self.spent += units
         self.records.append({"budget": float(budget), "units": units, "compute": self.spent, "wall": t2 - self.t0,
+                             "seconds": t2 - t1,
                              "cost": cost if math.isfinite(cost) else None, "full": full,
                              "config": {k: (v.item() if hasattr(v, "item") else v) for k, v in dict(config).items()}})
         return float(cost)
@@ -401,8 +404,10 @@ def run_one(obj: Objective, kind: str, seed: int, total_compute: float, initial_
         while not log.done:
             info = opt.ask()
             cost = log.evaluate(info.config, opt.budget_of(info))
-            opt.tell(info, TrialValue(cost=cost) if math.isfinite(cost)
-                     else TrialValue(cost=crash_cost, status=StatusType.CRASHED), save=False)
+            spent = {"time": log.records[-1]["seconds"],  # as a study tells them (cost-aware acquisition)
+                     "additional_info": {"epoch_equivalents": log.records[-1]["units"]}}
+            opt.tell(info, TrialValue(cost=cost, **spent) if math.isfinite(cost)
+                     else TrialValue(cost=crash_cost, status=StatusType.CRASHED, **spent), save=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return log.result(kind, seed)
@@ -599,7 +604,7 @@ def format_summary(summ: dict, label: str) -> str:
               f"{'/'.join(str(n) for n in sorted(set(seeds.values())))} seeds, vs {unit} "
               f"({total_s}{fid_s}) ==")]
     cps = list(next(iter(summ["checkpoints"].values())).keys())
-    head = f"{'optimizer':<15} " + " ".join(f"{'@' + _fmt(float(c)):>24}" for c in cps) + "   trials (full)"
+    head = f"{'optimizer':<18} " + " ".join(f"{'@' + _fmt(float(c)):>24}" for c in cps) + "   trials (full)"
     lines.append(head)
     for k, d in summ["checkpoints"].items():
         cells = []
@@ -608,18 +613,18 @@ def format_summary(summ: dict, label: str) -> str:
             cells.append(f"{_fmt(m)} [{_fmt(q1)}, {_fmt(q3)}]".rjust(24))
         nt = int(np.median(summ["n_trials"][k]))
         nf = int(np.median(summ["n_full"][k]))
-        lines.append(f"{k:<15} " + " ".join(cells) + f"   {nt} ({nf})")
+        lines.append(f"{k:<18} " + " ".join(cells) + f"   {nt} ({nf})")
     for ref, rd in summ.get("references", {}).items():
         name = "random search" if ref == "random" else ref
         lines.append(f"{name}'s final median: {_fmt(rd['target_value'])}; {ref}'s median curve "
                      f"reaches it at {word} {_fmt(rd['ref_to_target'])}")
         for k, r in rd["reach"].items():
-            lines.append(f"  {k:<15} reaches it at {word} {_fmt(r['compute']):>6}  ratio to {ref} "
+            lines.append(f"  {k:<18} reaches it at {word} {_fmt(r['compute']):>6}  ratio to {ref} "
                          f"{_fmt(r['ratio_to_random']):>6}  (to the total: {_fmt(r['ratio_to_random_total'])}); "
                          f"seeds reaching it: {r['seeds_reached']}/{r['seeds']}")
             b = r.get("bootstrap")
             if b:
-                lines.append(f"  {'':<15} seed bootstrap of the ratio: median {_fmt(b['p50'])}, 90% interval "
+                lines.append(f"  {'':<18} seed bootstrap of the ratio: median {_fmt(b['p50'])}, 90% interval "
                              f"[{_fmt(b['p05'])}, {_fmt(b['p95'])}], P(ratio <= {_fraction(rd['target_ratio'])}) = "
                              f"{b['p_target']:.2f}")
         met = summ.get("target_met", {}).get(ref)
@@ -651,7 +656,8 @@ def _json_safe(obj):
     return obj
 
 
-COLORS = {"smac-mf": "C0", "smac-mf-async": "C3", "smac-bo": "C1", "random": "C2", "optuna-tpe-hb": "C4",
+COLORS = {"smac-mf": "C0", "smac-mf-async": "C3", "smac-mf-eips": "C8", "smac-mf-async-eips": "C9",
+          "smac-bo": "C1", "random": "C2", "optuna-tpe-hb": "C4",
           "dehb": "C5", "smac-mf-facade": "C7"}
 
 
@@ -677,7 +683,8 @@ def plot(results: list[dict], summaries: list[dict], labels: dict, path: Path) -
             ax.fill_between(grid[okb], qs[okb, 0], qs[okb, 2], step="post", color=COLORS[k], alpha=0.2)
         if "target_value" in s:
             ax.axhline(s["target_value"], color="k", lw=0.8, ls="--", label="random final median")
-        ax.set_yscale("log")
+        if any(ln.get_ydata().size and np.nanmin(ln.get_ydata()) > 0 for ln in ax.get_lines()):
+            ax.set_yscale("log")
         ax.set_xlabel("compute (full-budget evaluations)" if axis == "compute" else "wall seconds")
         ax.set_ylabel(labels[s["objective"]])
         ax.set_title(f"{s['objective']} ({axis})")
@@ -834,13 +841,16 @@ def main(argv: list[str] | None = None) -> int:
         n_of[o] = n_seeds
     results: list[dict] = _load_runs(a.from_files.split(","), specs) if a.from_files else []
     have = {(r["objective"], r["kind"], r["seed"]) for r in results}
+    # seed-major order: the optimizers of one seed run back to back, so a change of machine load
+    # during the benchmark falls on all of them alike (the wall-clock axis)
     tasks = [(spec, k, s, total, a.initial_design, min_trials)
-             for o, (spec, total) in specs.items() for k in kinds
-             for s in range(a.first_seed, a.first_seed + n_of[o]) if (o, k, s) not in have]
+             for o, (spec, total) in specs.items() for s in range(a.first_seed, a.first_seed + n_of[o])
+             for k in kinds if (o, k, s) not in have]
+    real_sizes = ", ".join(f"{o} {sp['n_structures']}" for o, (sp, _) in specs.items() if o in REAL_OBJECTIVES)
     print(f"optimizer benchmark: {len(tasks)} runs to do, {len(results)} reused ({', '.join(objs)}; "
           f"{', '.join(kinds)}); synthetic {seeds} seeds x {compute:g}, budgets 1..{a.max_budget:g}, preset "
-          f"{a.preset}; real {rseeds} seeds x {rcompute:g} ({rstruct} structures, {repochs} epochs at budget "
-          f"{rmax:g}, smac-mf warm start {'on' if a.warm_start else 'off'}); eta {a.eta}; smac-mf min_trials "
+          f"{a.preset}; real {rseeds} seeds x {rcompute:g} ({real_sizes or '-'} structures, {repochs} epochs at budget {rmax:g}); warm start {'on' if a.warm_start else 'off'}; eta {a.eta}; "
+          f"smac-mf min_trials "
           f"{a.min_trials}", flush=True)
     t0 = time.perf_counter()
 

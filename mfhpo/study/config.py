@@ -154,6 +154,9 @@ class OptimizerOptions(_Strict):
     promotion: Literal["sync", "async"] = Field(
         "sync", description="smac-mf: sync = SMAC's Hyperband (a rung is compared once all its trials finished); "
         "async = ASHA (promoted as soon as in the top 1/eta of the rung's finished results; mfhpo/study/asha.py)")
+    acquisition: Literal["ei", "ei_per_second"] = Field(
+        "ei", description="smac-mf, smac-bo: ei = SMAC's expected improvement; ei_per_second = EI divided by the "
+        "predicted wall seconds per epoch-equivalent (mfhpo/study/cost_aware.py)")
 
 
 class TwoStageSection(_Strict):

@@ -30,6 +30,7 @@ from mfhpo.study.rundir import atomic_write_text
 
 KINDS = ("smac-mf", "smac-bo", "random")
 PROMOTIONS = ("sync", "async")  # smac-mf: SMAC's Hyperband (sync) or ASHA (async, mfhpo.study.asha)
+ACQUISITIONS = ("ei", "ei_per_second")  # SMAC's EI, or EI per predicted second (mfhpo.study.cost_aware)
 
 
 class Optimizer:
@@ -385,6 +386,7 @@ def make_optimizer(
     min_trials: int | None = None,
     save_interval_s: float = 0.0,
     promotion: str = "sync",
+    acquisition: str = "ei",
 ) -> Optimizer:
     """Build an ask/tell optimizer. With ``overwrite=False`` an identical earlier run in
     ``output_dir/name/seed`` is continued. ``save_interval_s``: see :meth:`Optimizer.tell`.
@@ -392,6 +394,10 @@ def make_optimizer(
     ``promotion`` (smac-mf only): ``sync``, SMAC's Hyperband (a rung is compared when all its
     configurations finished); ``async``, ASHA (:class:`mfhpo.study.asha.AsyncSuccessiveHalving`: a
     configuration is promoted as soon as it ranks in the top 1/eta of its rung's finished results).
+
+    ``acquisition`` (smac-mf, smac-bo): ``ei``, SMAC's expected improvement; ``ei_per_second``, EI
+    divided by a second random forest's prediction of wall seconds per epoch-equivalent
+    (:mod:`mfhpo.study.cost_aware`; the told ``TrialValue.time`` and ``epoch_equivalents``).
 
     ``min_trials`` (smac-mf only): fewest observations at one budget for SMAC to fit its random
     forest on that budget; SMAC fits on the highest budget having at least this many. SMAC's
@@ -417,6 +423,9 @@ def make_optimizer(
         raise MfhpoError(f"optimizer: must be one of {', '.join(KINDS)}, got {kind!r}")
     if promotion not in PROMOTIONS:
         raise MfhpoError(f"optimizer_options.promotion: must be one of {', '.join(PROMOTIONS)}, got {promotion!r}")
+    if acquisition not in ACQUISITIONS:
+        raise MfhpoError(f"optimizer_options.acquisition: must be one of {', '.join(ACQUISITIONS)}, "
+                         f"got {acquisition!r}")
     name = name or kind
     common: dict[str, Any] = {
         "configspace": configspace,
@@ -447,9 +456,14 @@ def make_optimizer(
     if kind != "random":
         # one thread for the random forest: 10 trees on a few hundred points; joblib's thread pool
         # (n_jobs=-1) costs seconds per refit on a busy machine and starves nothing useful
-        model = facade_cls.get_model(scenario)
-        model._rf_opts["n_jobs"] = 1
-        kwargs["model"] = model
+        if acquisition == "ei_per_second":
+            from mfhpo.study.cost_aware import cost_aware_parts
+
+            kwargs.update(cost_aware_parts(facade_cls, scenario))
+        else:
+            model = facade_cls.get_model(scenario)
+            model._rf_opts["n_jobs"] = 1
+            kwargs["model"] = model
         kwargs["initial_design"] = facade_cls.get_initial_design(scenario, n_configs=int(initial_design))
     if kind == "smac-mf":
         if min_trials is None:
