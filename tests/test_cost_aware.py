@@ -52,3 +52,35 @@ def test_unknown_acquisition_is_one_line_error(tmp_path):
 
     with pytest.raises(MfhpoError, match="optimizer_options.acquisition: must be one of ei, ei_per_second"):
         make_optimizer("smac-bo", _space(0), min_budget=1, max_budget=1, output_dir=tmp_path, acquisition="eips")
+
+
+def test_cost_aware_study_runs_and_resumes(tmp_path):
+    """A study with ``acquisition: ei_per_second`` on a real LocalCluster (toy objective): SMAC is told
+    each trial's seconds and epoch-equivalents, and a second optimize() resumes from its saved state."""
+    import json
+
+    import yaml
+
+    import mfhpo
+    from mfhpo.study.trial import TrialStatus
+
+    study = {
+        "name": "costaware", "seed": 0, "data": {"train": "demo", "demo_structures": 20},
+        "space": {"num_layers": {"low": 1, "high": 2}, "nodes": {"low": 4, "high": 64, "log": True},
+                  "lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+        "fidelity": {"min_budget": 1, "max_budget": 9, "eta": 3, "epochs": {"min": 1, "max": 9}},
+        "budget": {"trials": 12},
+        "optimizer_options": {"acquisition": "ei_per_second", "initial_design": 3, "smac_save_s": 0},
+        "objective": "toy", "toy": {"sleep_s": 0.05},
+        "cluster": {"kind": "local", "workers": 1, "dashboard_port": 0},
+    }
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump(study))
+    s = mfhpo.Study.from_yaml(p, rundir=tmp_path / "run").optimize(trials=12)
+    assert len(s.trials) == 12 and all(t.status == TrialStatus.SUCCESS for t in s.trials)
+    s.optimize(trials=18)
+    assert len(s.trials) == 18 and all(t.status == TrialStatus.SUCCESS for t in s.trials)
+    rh = json.loads(next((tmp_path / "run" / "smac").rglob("runhistory.json")).read_text())
+    told = [e for e in rh["data"] if e["status"] == 1]
+    assert len(told) == 18
+    assert all(e["time"] > 0 and e["additional_info"].get("epoch_equivalents", 0) > 0 for e in told)
