@@ -68,18 +68,14 @@ def _acquisition_cls():
     return EIPerSecond
 
 
-def cost_aware_parts(facade_cls, scenario) -> dict:
-    """The facade arguments that make SMAC cost-aware: a two-output model (cost, log seconds per
-    epoch-equivalent), the encoder that supplies both, and EI per second."""
+def cost_aware_parts(scenario, cost_model, seconds_model) -> dict:
+    """The facade arguments that make SMAC cost-aware: one model of two outputs (the cost, and
+    log(1 + seconds per epoch-equivalent)), the encoder that supplies both, and EI per second."""
     from smac.model.multi_objective_model import MultiObjectiveModel
 
-    models = []
-    for _ in range(2):
-        m = facade_cls.get_model(scenario)
-        m._rf_opts["n_jobs"] = 1
-        models.append(m)
     return {
-        "model": MultiObjectiveModel(models, objectives=["cost", "seconds_per_unit"], seed=scenario.seed),
+        "model": MultiObjectiveModel([cost_model, seconds_model], objectives=["cost", "seconds_per_unit"],
+                                     seed=scenario.seed),
         "runhistory_encoder": _encoder_cls()(scenario),
         "acquisition_function": _acquisition_cls()(log=True),
     }

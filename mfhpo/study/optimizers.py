@@ -368,6 +368,35 @@ def _seed_reproducible(facade) -> None:
         local.__class__ = OrderedStartLocalSearch
 
 
+def _intensifier(kind: str, facade_cls, scenario, eta: int, promotion: str):
+    if kind != "smac-mf":
+        return facade_cls.get_intensifier(scenario, max_config_calls=1)
+    if promotion == "async":
+        from mfhpo.study.asha import AsyncSuccessiveHalving
+
+        return AsyncSuccessiveHalving(scenario, eta=int(eta), max_incumbents=10,
+                                      incumbent_selection="highest_observed_budget")
+    return _hyperband_cls()(scenario=scenario, eta=int(eta), n_seeds=1, instance_seed_order="shuffle_once",
+                            max_incumbents=10, incumbent_selection="highest_observed_budget")
+
+
+def _surrogate(facade_cls, scenario, acquisition: str) -> dict:
+    """The facade's model, and with ``ei_per_second`` its encoder and acquisition function too."""
+
+    def random_forest():
+        # one thread for the random forest: 10 trees on a few hundred points; joblib's thread pool
+        # (n_jobs=-1) costs seconds per refit on a busy machine and starves nothing useful
+        model = facade_cls.get_model(scenario)
+        model._rf_opts["n_jobs"] = 1
+        return model
+
+    if acquisition == "ei_per_second":
+        from mfhpo.study.cost_aware import cost_aware_parts
+
+        return cost_aware_parts(scenario, cost_model=random_forest(), seconds_model=random_forest())
+    return {"model": random_forest()}
+
+
 def make_optimizer(
     kind: str,
     configspace,
@@ -439,31 +468,13 @@ def make_optimizer(
     if kind == "smac-mf":
         scenario = Scenario(min_budget=float(min_budget), max_budget=float(max_budget), **common)
         facade_cls = MultiFidelityFacade
-        if promotion == "async":
-            from mfhpo.study.asha import AsyncSuccessiveHalving
-
-            intensifier = AsyncSuccessiveHalving(scenario, eta=int(eta), max_incumbents=10,
-                                                 incumbent_selection="highest_observed_budget")
-        else:
-            intensifier = _hyperband_cls()(scenario=scenario, eta=int(eta), n_seeds=1,
-                                           instance_seed_order="shuffle_once", max_incumbents=10,
-                                           incumbent_selection="highest_observed_budget")
     else:
         scenario = Scenario(**common)
         facade_cls = HyperparameterOptimizationFacade if kind == "smac-bo" else RandomFacade
-        intensifier = facade_cls.get_intensifier(scenario, max_config_calls=1)
-    kwargs: dict[str, Any] = {"intensifier": intensifier, "overwrite": overwrite, "logging_level": logging_level}
+    kwargs: dict[str, Any] = {"intensifier": _intensifier(kind, facade_cls, scenario, eta, promotion),
+                              "overwrite": overwrite, "logging_level": logging_level}
     if kind != "random":
-        # one thread for the random forest: 10 trees on a few hundred points; joblib's thread pool
-        # (n_jobs=-1) costs seconds per refit on a busy machine and starves nothing useful
-        if acquisition == "ei_per_second":
-            from mfhpo.study.cost_aware import cost_aware_parts
-
-            kwargs.update(cost_aware_parts(facade_cls, scenario))
-        else:
-            model = facade_cls.get_model(scenario)
-            model._rf_opts["n_jobs"] = 1
-            kwargs["model"] = model
+        kwargs.update(_surrogate(facade_cls, scenario, acquisition))
         kwargs["initial_design"] = facade_cls.get_initial_design(scenario, n_configs=int(initial_design))
     if kind == "smac-mf":
         if min_trials is None:
