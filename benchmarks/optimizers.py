@@ -389,12 +389,15 @@ def run_one(obj: Objective, kind: str, seed: int, total_compute: float, initial_
     warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message="invalid value encountered in scalar divide", category=RuntimeWarning)
     cs = obj.configspace(seed)
-    log = RunLog(obj, total_compute)
     if kind in PEER_KINDS:
-        from peers import run_peer
+        from peers import PEER_MODULES, run_peer
 
+        for mod in PEER_MODULES[kind]:  # imported before the clock starts, as mfhpo's SMAC is
+            __import__(mod)
+        log = RunLog(obj, total_compute)
         run_peer(kind, log, cs, seed, crash_cost)
         return log.result(kind, seed)
+    log = RunLog(obj, total_compute)
     opt_kind, opt_options = OPTIMIZERS[kind]
     tmp = tempfile.mkdtemp(prefix=f"optbench-{kind}-")
     try:
@@ -415,6 +418,8 @@ def run_one(obj: Objective, kind: str, seed: int, total_compute: float, initial_
 
 def _run_task(args: tuple) -> dict:
     obj_spec, kind, seed, total, init, min_trials = args
+    if kind == "optuna-tpe-hb":  # an Optuna trial is one training that reports as it goes: it always continues
+        obj_spec = {**obj_spec, "warm_start": True}
     return run_one(build_objective(obj_spec), kind, seed, total, initial_design=init, min_trials=min_trials)
 
 
@@ -510,6 +515,9 @@ def bootstrap_ratio(runs: list[dict], ref_runs: list[dict], total: float, n_boot
         i = rng.integers(len(runs), size=len(runs))
         j = rng.integers(len(ref_runs), size=len(ref_runs))
         t = float(np.median(r_final[j]))
+        if not math.isfinite(t):  # the resampled reference has no full-budget median: nothing to reach
+            ratios[b] = math.nan
+            continue
         c_r = _first_reach(r_mat[j], ev_r, t)
         c_m = _first_reach(m_mat[i], ev_m, t)
         ratios[b] = c_m / c_r if (math.isfinite(c_r) and c_r > 0) else math.nan
@@ -683,7 +691,8 @@ def plot(results: list[dict], summaries: list[dict], labels: dict, path: Path) -
             ax.fill_between(grid[okb], qs[okb, 0], qs[okb, 2], step="post", color=COLORS[k], alpha=0.2)
         if "target_value" in s:
             ax.axhline(s["target_value"], color="k", lw=0.8, ls="--", label="random final median")
-        if any(ln.get_ydata().size and np.nanmin(ln.get_ydata()) > 0 for ln in ax.get_lines()):
+        lines_ = [ln.get_ydata() for ln in ax.get_lines() if np.size(ln.get_ydata())]
+        if lines_ and all(np.nanmin(y) > 0 for y in lines_):
             ax.set_yscale("log")
         ax.set_xlabel("compute (full-budget evaluations)" if axis == "compute" else "wall seconds")
         ax.set_ylabel(labels[s["objective"]])
@@ -712,8 +721,8 @@ MODES = {
 }
 
 
-# settings that only smac-mf sees: runs of random search and smac-bo (full budget only) are the
-# same whatever they are, and are reused across fidelity ranges by --from
+# settings that only the multi-fidelity optimizers see: runs of random search and smac-bo (full budget
+# only) are the same whatever they are, and are reused across fidelity ranges by --from
 _MF_ONLY_KEYS = ("max_budget", "eta", "min_trials", "warm_start")
 
 
@@ -730,7 +739,7 @@ def _load_runs(paths: list[str], specs: dict) -> list[dict]:
             if o not in specs or (o, r["kind"], r["seed"]) in seen:
                 continue
             old, new = dict(old_specs.get(o) or {}), dict(_json_safe(specs[o][0]))
-            if not r["kind"].startswith("smac-mf"):
+            if r["kind"] in ("random", "smac-bo"):  # full budget only
                 for k in _MF_ONLY_KEYS:
                     old.pop(k, None)
                     new.pop(k, None)
@@ -881,13 +890,19 @@ def main(argv: list[str] | None = None) -> int:
         fid = {"min_budget": 1.0, "max_budget": spec["max_budget"], "eta": spec["eta"]}
         if o in REAL_OBJECTIVES:
             fid["epochs_at_max"] = spec["max_epochs"]
-        axes = [("compute", total, cps)]
+        axes = [("compute", total, cps, results)]
         if o in REAL_OBJECTIVES or a.wall:  # the synthetic objectives cost no time: their wall is SMAC's own
-            w = wall_total(results, o)
+            # runs of older results files have no wall clock (and ran under another machine load)
+            timed = [r for r in results if all("wall" in x for x in r["records"])]
+            untimed = sorted({r["kind"] for r in results if r["objective"] == o} - {r["kind"] for r in timed
+                                                                                  if r["objective"] == o})
+            if untimed:
+                print(f"{o}: wall-clock axis without {', '.join(untimed)} (runs reused from a file without wall times)")
+            w = wall_total(timed, o)
             if math.isfinite(w):
-                axes.append(("wall", w, [w / 8, w / 4, w / 2, w]))
-        for axis, tot, points in axes:
-            s = summarize(results, o, tot, points, n_boot=a.n_boot, axis=axis)
+                axes.append(("wall", w, [w / 8, w / 4, w / 2, w], timed))
+        for axis, tot, points, runs in axes:
+            s = summarize(runs, o, tot, points, n_boot=a.n_boot, axis=axis)
             s["fidelity"] = fid
             summaries.append(s)
             print(format_summary(s, lab))

@@ -4,7 +4,8 @@ benchmarks/optimizers.py runs every optimizer through one ``RunLog`` (the same o
 same compute accounting in epoch-equivalents and wall seconds). This module holds the peers:
 
 * ``smac-mf-facade``: SMAC3's own ``MultiFidelityFacade`` with its defaults (Hyperband, eta 3, its
-  initial design and random forest), ask/tell;
+  initial design of 10 random configurations per hyperparameter, its random forest on all cores),
+  ask/tell;
 * ``optuna-tpe-hb``: Optuna's ``TPESampler`` with a ``HyperbandPruner`` (min resource = the lowest
   budget, max resource = the top one, reduction factor eta), the seed group's design. A trial trains
   one configuration upwards and reports its value at every rung step; it continues from its own
@@ -25,15 +26,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-PEER_MODULES = {"smac-mf-facade": "smac", "optuna-tpe-hb": "optuna", "dehb": "dehb"}
+# the packages each peer imports (DEHB 0.1.2 also needs loguru, which --no-deps does not bring)
+PEER_MODULES = {"smac-mf-facade": ("smac",), "optuna-tpe-hb": ("optuna",), "dehb": ("dehb", "loguru")}
 
 
 def missing(kind: str) -> str | None:
     """Why peer ``kind`` cannot run here (None when it can)."""
-    mod = PEER_MODULES[kind]
-    if importlib.util.find_spec(mod) is None:
-        how = "pip install --no-deps dehb==0.1.2 loguru" if mod == "dehb" else "pip install -e '.[bench]'"
-        return f"{kind} skipped: the {mod} package is not installed ({how})"
+    for mod in PEER_MODULES[kind]:
+        if importlib.util.find_spec(mod) is None:
+            how = "pip install --no-deps dehb==0.1.2 loguru" if kind == "dehb" else "pip install -e '.[bench]'"
+            return f"{kind} skipped: the {mod} package is not installed ({how})"
     return None
 
 
@@ -115,7 +117,9 @@ def run_optuna(log, cs, seed: int, crash_cost: float, workdir: Path) -> None:
     rungs = rung_budgets(obj.min_budget, obj.max_budget, obj.eta)
     pruner = optuna.pruners.HyperbandPruner(min_resource=int(round(rungs[0])), max_resource=int(round(rungs[-1])),
                                             reduction_factor=obj.eta)
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+    # a fixed study name: the pruner assigns trials to brackets by hashing it with the trial number
+    study = optuna.create_study(study_name=f"optbench-{seed}", direction="minimize",
+                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
     while not log.done:
         trial = study.ask()
         config = Configuration(cs, values=suggest_from_configspace(trial, cs))

@@ -21,10 +21,18 @@ import numpy as np
 _MIN_SECONDS = 1e-3  # floor of the seconds per epoch-equivalent (trials too fast to time)
 
 
-def seconds_per_unit(key, value) -> float:
-    """Wall seconds per epoch-equivalent of one told trial."""
-    units = (value.additional_info or {}).get("epoch_equivalents") or key.budget or 1.0
-    return max(float(value.time) / max(float(units), 1e-12), _MIN_SECONDS)
+def seconds_per_unit(trials) -> np.ndarray:
+    """Wall seconds per epoch-equivalent of each told trial (``trials``: SMAC's key -> value
+    mapping). A trial that trained nothing (crashed before training, 0 epoch-equivalents) gets the
+    median of the others, so its seconds per unit is no outlier."""
+    t = np.full(len(trials), np.nan)
+    for i, (key, value) in enumerate(trials.items()):
+        units = (value.additional_info or {}).get("epoch_equivalents")
+        units = key.budget if units is None else units  # a value told without epoch-equivalents
+        if units is not None and float(units) > 0:
+            t[i] = max(float(value.time) / float(units), _MIN_SECONDS)
+    ok = np.isfinite(t)
+    return np.where(ok, t, float(np.median(t[ok])) if ok.any() else 1.0)
 
 
 def _encoder_cls():
@@ -36,7 +44,7 @@ def _encoder_cls():
 
         def _build_matrix(self, trials, store_statistics: bool = False):
             X, y = super()._build_matrix(trials=trials, store_statistics=store_statistics)
-            t = np.array([seconds_per_unit(k, v) for k, v in trials.items()], dtype=float)
+            t = seconds_per_unit(trials)
             cost = np.asarray(y, dtype=float).reshape(len(t), -1)[:, 0] if len(t) else np.zeros(0)
             return X, np.column_stack([cost, np.log1p(t)])
 
@@ -53,15 +61,24 @@ def _acquisition_cls():
         def name(self) -> str:
             return "Expected Improvement per second"
 
+        # SMAC hands the acquisition function its whole model (both outputs): EI, and everything else
+        # that reads ``acquisition_function.model`` (the local search's start points), sees only the
+        # cost model; the seconds model is kept beside it
+        @property
+        def model(self):
+            return self._model
+
+        @model.setter
+        def model(self, model) -> None:
+            models = getattr(model, "models", None)
+            if models is not None and len(models) == 2:
+                self._model, self._seconds_model = models
+            else:
+                self._model = model
+
         def _compute(self, X: np.ndarray) -> np.ndarray:
-            both = self._model
-            cost_model, time_model = both.models
-            self._model = cost_model
-            try:
-                ei = super()._compute(X)
-            finally:
-                self._model = both
-            log_t, _ = time_model.predict_marginalized(X)
+            ei = super()._compute(X)
+            log_t, _ = self._seconds_model.predict_marginalized(X)
             seconds = np.maximum(np.expm1(np.asarray(log_t, dtype=float).reshape(-1, 1)), _MIN_SECONDS)
             return ei / seconds
 
