@@ -53,9 +53,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # mf_hartmann.py, peers.py
 # benchmark name -> (mfhpo optimizer, make_optimizer options): smac-mf-async is smac-mf with
 # optimizer_options.promotion: async (ASHA, mfhpo/study/asha.py); smac-mf is the default (sync)
-OPTIMIZERS = {"smac-mf": ("smac-mf", {}), "smac-mf-async": ("smac-mf", {"promotion": "async"}),
-              "smac-mf-eips": ("smac-mf", {"acquisition": "ei_per_second"}),
+OPTIMIZERS = {"smac-mf": ("smac-mf", {"promotion": "sync"}), "smac-mf-async": ("smac-mf", {"promotion": "async"}),
+              "smac-mf-eips": ("smac-mf", {"promotion": "sync", "acquisition": "ei_per_second"}),
               "smac-mf-async-eips": ("smac-mf", {"promotion": "async", "acquisition": "ei_per_second"}),
+              "smac-mf-async-rp05": ("smac-mf", {"promotion": "async", "random_probability": 0.05}),
               "smac-bo": ("smac-bo", {}), "random": ("random", {})}
 PEER_KINDS = ("optuna-tpe-hb", "dehb", "smac-mf-facade")  # benchmarks/peers.py
 KINDS = (*OPTIMIZERS, *PEER_KINDS)
@@ -686,9 +687,10 @@ def plot(results: list[dict], summaries: list[dict], labels: dict, path: Path) -
             mat = best_matrix(runs, grid, axis)
             qs = np.array([quartiles(mat[:, j]) for j in range(len(grid))])
             ok = np.isfinite(qs[:, 1])
-            ax.step(grid[ok], qs[ok, 1], where="post", color=COLORS[k], label=k)
+            color = COLORS.get(k)
+            ax.step(grid[ok], qs[ok, 1], where="post", color=color, label=k)
             okb = np.isfinite(qs[:, 0]) & np.isfinite(qs[:, 2])
-            ax.fill_between(grid[okb], qs[okb, 0], qs[okb, 2], step="post", color=COLORS[k], alpha=0.2)
+            ax.fill_between(grid[okb], qs[okb, 0], qs[okb, 2], step="post", color=color, alpha=0.2)
         if "target_value" in s:
             ax.axhline(s["target_value"], color="k", lw=0.8, ls="--", label="random final median")
         lines_ = [ln.get_ydata() for ln in ax.get_lines() if np.size(ln.get_ydata())]

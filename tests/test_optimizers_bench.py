@@ -145,7 +145,8 @@ def test_mf_surrogate_budget_and_no_repeats(tmp_path):
 
     def opt_with(min_trials, sub):
         return make_optimizer("smac-mf", f.configspace(seed=0), min_budget=1, max_budget=9, eta=3, seed=0,
-                              output_dir=tmp_path / sub, initial_design=3, overwrite=True, min_trials=min_trials)
+                              output_dir=tmp_path / sub, initial_design=3, overwrite=True, min_trials=min_trials,
+                              promotion="sync")
 
     opt = opt_with(None, "a")
     infos = [opt.ask() for _ in range(9)]  # the first bracket's budget-1 rung, before any result

@@ -235,7 +235,7 @@ def test_dispatcher_passes_back_the_asked_trialinfo_and_respects_slots(tmp_path)
     cs = ConfigurationSpace(seed=0)
     cs.add([Float("x", (0, 1)), Integer("n", (8, 256), log=True)])
     opt = make_optimizer("smac-mf", cs, min_budget=1, max_budget=9, eta=3, seed=0, output_dir=tmp_path, n_trials=1000,
-                         initial_design=3)
+                         initial_design=3, promotion="sync")
     asked, told = [], []
     ask, tell = opt.ask, opt.tell
     opt.ask = lambda: asked.append(ask()) or asked[-1]
@@ -311,7 +311,8 @@ def test_resume_from_stale_smac_state_keeps_one_config_id_per_configuration(tmp_
     import shutil
 
     study = make_study(tmp_path, budget={"trials": 4}, toy={"sleep_fixed_s": 0.0},
-                       cluster={"kind": "local", "workers": 1, "dashboard_port": 0})
+                       cluster={"kind": "local", "workers": 1, "dashboard_port": 0},
+                       optimizer_options={"promotion": "sync"})  # Hyperband: the first 10 trials all differ
     rundir = tmp_path / "run"
     run_command(study, rundir=rundir, progress=False)
     shutil.copytree(rundir / "smac", tmp_path / "smac_at_4")
@@ -364,3 +365,24 @@ def test_trial_table_is_appended_and_rewritten_only_when_needed(tmp_path):
     df = pd.read_csv(rd2.table_file)
     assert list(df.trial_id) == [1, 2, 3, 4] and list(df.status) == ["CRASHED", "SUCCESS", "SUCCESS", "SUCCESS"]
     assert df.val_energy_mae_per_atom.iloc[3] == pytest.approx(0.04) and df["cfg.lr"].eq(0.01).all()
+
+
+def test_resume_keeps_the_promotion_rule_the_study_started_with(tmp_path):
+    """``async`` is the default; a run directory started when ``sync`` was (state.json without a
+    promotion) resumes with ``sync``, whose SMAC state it has, unless the study file names a rule."""
+    from mfhpo.study.config import load_study
+    from mfhpo.study.runner import keep_promotion
+
+    plain = make_study(tmp_path)
+    assert load_study(plain).optimizer_options.promotion == "async"
+    for state, expected in (({}, "async"),  # a new run: the default
+                            ({"provenance": {}}, "sync"),  # started before async became the default
+                            ({"provenance": {}, "promotion": "async"}, "async")):
+        study = load_study(plain)
+        keep_promotion(study, state)
+        assert study.optimizer_options.promotion == expected
+    named = load_study(make_study(tmp_path, optimizer_options={"promotion": "async"}))
+    keep_promotion(named, {"provenance": {}})
+    assert named.optimizer_options.promotion == "async"
+    run_command(plain, rundir=tmp_path / "run", trials=2, progress=False)
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["promotion"] == "async"

@@ -152,8 +152,9 @@ class OptimizerOptions(_Strict):
     smac_save_s: float = Field(10.0, ge=0, description="seconds between writes of SMAC's state files (0: after "
                                "every result); mfhpo's own trial records are written at once either way")
     promotion: Literal["sync", "async"] = Field(
-        "sync", description="smac-mf: sync = SMAC's Hyperband (a rung is compared once all its trials finished); "
-        "async = ASHA (promoted as soon as in the top 1/eta of the rung's finished results; mfhpo/study/asha.py)")
+        "async", description="smac-mf: async = ASHA (promoted as soon as in the top 1/eta of the rung's finished "
+        "results; mfhpo/study/asha.py); sync = SMAC's Hyperband (a rung is compared once all its trials finished). "
+        "A resumed study keeps the rule it was started with unless the file names one")
     acquisition: Literal["ei", "ei_per_second"] = Field(
         "ei", description="smac-mf, smac-bo: ei = SMAC's expected improvement; ei_per_second = EI divided by the "
         "predicted wall seconds per epoch-equivalent (mfhpo/study/cost_aware.py)")

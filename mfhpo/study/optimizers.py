@@ -414,15 +414,16 @@ def make_optimizer(
     logging_level: int = 40,
     min_trials: int | None = None,
     save_interval_s: float = 0.0,
-    promotion: str = "sync",
+    promotion: str = "async",
     acquisition: str = "ei",
+    random_probability: float | None = None,
 ) -> Optimizer:
     """Build an ask/tell optimizer. With ``overwrite=False`` an identical earlier run in
     ``output_dir/name/seed`` is continued. ``save_interval_s``: see :meth:`Optimizer.tell`.
 
-    ``promotion`` (smac-mf only): ``sync``, SMAC's Hyperband (a rung is compared when all its
-    configurations finished); ``async``, ASHA (:class:`mfhpo.study.asha.AsyncSuccessiveHalving`: a
-    configuration is promoted as soon as it ranks in the top 1/eta of its rung's finished results).
+    ``promotion`` (smac-mf only): ``async`` (default), ASHA (:class:`mfhpo.study.asha.AsyncSuccessiveHalving`:
+    a configuration is promoted as soon as it ranks in the top 1/eta of its rung's finished results);
+    ``sync``, SMAC's Hyperband (a rung is compared when all its configurations finished).
 
     ``acquisition`` (smac-mf, smac-bo): ``ei``, SMAC's expected improvement; ``ei_per_second``, EI
     divided by a second random forest's prediction of wall seconds per epoch-equivalent
@@ -475,6 +476,8 @@ def make_optimizer(
                               "overwrite": overwrite, "logging_level": logging_level}
     if kind != "random":
         kwargs.update(_surrogate(facade_cls, scenario, acquisition))
+        if random_probability is not None:  # share of proposals drawn at random between model-based ones
+            kwargs["random_design"] = facade_cls.get_random_design(scenario, probability=float(random_probability))
         kwargs["initial_design"] = facade_cls.get_initial_design(scenario, n_configs=int(initial_design))
     if kind == "smac-mf":
         if min_trials is None:

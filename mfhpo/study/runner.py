@@ -101,6 +101,15 @@ def data_provenance(study: StudyConfig, paths: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def keep_promotion(study: StudyConfig, state: dict) -> None:
+    """A resumed study keeps the promotion rule it was started with when its file does not name one
+    (``optimizer_options.promotion``): a run started before ``async`` became the default (its
+    state.json records no promotion) stays with ``sync``, SMAC's Hyperband, whose saved state it has."""
+    oo = study.optimizer_options
+    if state.get("provenance") is not None and "promotion" not in oo.model_fields_set:
+        oo.promotion = state.get("promotion", "sync")
+
+
 class StudyRun:
     """One invocation of ``mfhpo run``: the study's budgets and state, its stages over one cluster."""
 
@@ -131,6 +140,7 @@ class StudyRun:
         self.next_id = max([0] + list(self.records) + [int(p.name) for p in rd.trials_dir.glob("[0-9]*")
                                                           if p.name.isdigit()]) + 1
         self.state = rd.read_state()
+        keep_promotion(study, self.state)
         self.t0 = time.time()
         self.elapsed_before = float(self.state.get("elapsed_s", 0.0))
         self.show_progress = progress
@@ -248,7 +258,8 @@ class StudyRun:
         if "provenance" not in self.state:
             self.state.update({
                 "study": study.name, "study_file": str(study.path), "study_hash": study.file_hash(),
-                "optimizer": self.kind, "mode": study.mode, "seed": study.seed, "created_at": now_iso(),
+                "optimizer": self.kind, "promotion": study.optimizer_options.promotion, "mode": study.mode,
+                "seed": study.seed, "created_at": now_iso(),
                 "metric": study.metric.describe(), "fidelity": describe_fidelity(study.fidelity),
                 "provenance": {"data": data_prov, "packages": package_versions(),
                                "python_executable": sys.executable, "host": platform.node()},
