@@ -638,26 +638,46 @@ def train(
         logger.close()
 
 
+class _Laps:
+    """``lap(name)`` records the seconds since the previous lap (or since creation) under ``name``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        t = time.perf_counter()
+        self.seconds[name] = t - self._t
+        self._t = t
+
+
 def _train(ctx: _Context, out_dir: Path, split: Optional[Split], init_checkpoint: Optional[Path], cache,
            progress: bool, time_limit_s: Optional[float], eval_test: bool, base_dir: Optional[Path]) -> TrainResult:
     """The steps of :func:`train` in order."""
     cfg, dataset = ctx.cfg, ctx.dataset
+    lap = _Laps()  # seconds per step: what a trial costs besides its epochs (docs/training.md)
     check_inputs(cfg, dataset)
     plan = plan_split(cfg, dataset, ctx.budget, split, eval_test)
     data_hash = dataset.hash()
     _seed(cfg.seed, ctx.device)
     warm, cont = decide_warm_start(ctx, init_checkpoint, data_hash, plan.hash)
+    lap("split_s")
     stores = build_feature_stores(ctx, plan, cache, progress, base_dir)
+    lap("featurize_s")
     pot, refs = initial_potential(ctx, stores, plan, cont)
     loss = make_loss(cfg, stores.train, pot)
     tr, va, te = stores.train, stores.val, stores.test
     ctx.log(f"train {tr.n} structures ({tr.n_atoms} atoms), val {va.n}, test {0 if te is None else te.n}; "
             f"sigma={float(pot.sigma):.4g} eV/atom; force_coefficient={loss.force_coefficient}")
+    lap("setup_s")
     state, train_s = fit(ctx, pot, stores, loss, cont, time_limit_s, progress)
     del cont
+    lap("fit_s")
     trained = LoadedPotential(pot, stores.setting, cfg, refs, ctx.dtype, ctx.device, featurize_options=ctx.featurize)
     metrics = evaluate_splits(ctx, trained, stores, plan)
+    lap("evaluate_s")
     ck_path = save_training(ctx, out_dir, trained, state, plan, metrics, data_hash, base_dir)
+    lap("save_s")
     total_s = time.perf_counter() - ctx.t_start
     v = metrics.get("val", {})
     ctx.log(f"done: {state.epochs_run} epochs (best {state.best_epoch}) in {total_s:.1f} s; val energy MAE "
@@ -665,7 +685,8 @@ def _train(ctx: _Context, out_dir: Path, split: Optional[Split], init_checkpoint
             f"force MAE free {v.get('force_mae_free', math.nan):.4g} eV/A")
     return TrainResult(
         metrics=metrics, learning_curve=state.learning_curve, checkpoint_path=ck_path, epochs_run=state.epochs_run,
-        warm_start=warm, timings={"featurize_s": stores.featurize_s, "train_s": train_s, "total_s": total_s},
+        warm_start=warm, timings={**lap.seconds, "featurize_s": stores.featurize_s, "train_s": train_s,
+                                  "total_s": total_s},
         device=str(ctx.device), n_train=tr.n, best_epoch=state.best_epoch, stopped_reason=state.stopped_reason,
         out_dir=out_dir)
 

@@ -71,7 +71,12 @@ def test_train_writes_outputs_and_learns(demo_ds, cache, tmp_path):
     best = min(res.learning_curve, key=lambda r: r["val_loss"])
     assert res.best_epoch == best["epoch"]
     assert v["energy_mae"] == pytest.approx(best["val_energy_mae"], rel=1e-9)
-    assert set(res.timings) == {"featurize_s", "train_s", "total_s"}
+    steps = ("split_s", "featurize_s", "setup_s", "fit_s", "evaluate_s", "save_s")
+    assert set(res.timings) == {*steps, "train_s", "total_s"}
+    assert all(res.timings[k] >= 0 for k in steps)
+    # the steps add up to the whole training, and the epochs (fit) hold the epoch loop's own time
+    assert sum(res.timings[k] for k in steps) == pytest.approx(res.timings["total_s"], abs=0.05)
+    assert res.timings["fit_s"] >= res.timings["train_s"] > 0
 
 
 def test_force_training_beats_zero_force(demo_ds, cache, tmp_path):

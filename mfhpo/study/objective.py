@@ -82,7 +82,9 @@ def _train(spec: TrialSpec) -> dict:
 
     cfg = TrialConfig.model_validate(spec.config)
     d = spec.data
+    t0 = time.perf_counter()
     ds = load_study_dataset(d["train"], d.get("group_key"), d.get("max_force"))
+    load_s = time.perf_counter() - t0
     cache = None
     if spec.cache_dir:
         try:
@@ -97,7 +99,7 @@ def _train(spec: TrialSpec) -> dict:
                 progress=False, time_limit_s=spec.time_limit_s, eval_test=False,
                 base_dir=Path(spec.base_dir) if spec.base_dir else None)
     return {"metrics": res.metrics, "epochs_run": int(res.epochs_run), "warm_start": dict(res.warm_start),
-            "timings": dict(res.timings), "device": str(res.device),
+            "timings": {**res.timings, "load_s": load_s}, "device": str(res.device),
             "checkpoint": None if res.checkpoint_path is None else str(res.checkpoint_path),
             "stopped_reason": res.stopped_reason, "best_epoch": res.best_epoch}
 

@@ -28,7 +28,8 @@ from mfhpo.study.trial import FINISHED, TrialRecord, jsonable  # noqa: F401 - FI
 BASE_COLUMNS = [
     "trial_id", "config_id", "budget", "epochs", "subset_fraction", "seed", "status", "cost", "optimizer",
     "stage", "warm_started", "warm_start_from", "epoch_equivalents", "epochs_saved", "time_saved_s",
-    "wall_time_s", "featurize_time_s", "train_time_s", "worker", "device", "started_at", "finished_at",
+    "wall_time_s", "featurize_time_s", "train_time_s", "load_time_s", "split_time_s", "setup_time_s",
+    "evaluate_time_s", "save_time_s", "worker", "device", "started_at", "finished_at",
 ]
 
 

@@ -285,7 +285,9 @@ class TrialRecord:
             "epochs_saved": 0 if self.epochs_saved is None else self.epochs_saved,
             "time_saved_s": 0.0 if self.time_saved_s is None else self.time_saved_s,
             "wall_time_s": t.get("total_s"), "featurize_time_s": t.get("featurize_s"),
-            "train_time_s": t.get("train_s"), "worker": self.worker, "device": self.device,
+            "train_time_s": t.get("train_s"), "load_time_s": t.get("load_s"), "split_time_s": t.get("split_s"),
+            "setup_time_s": t.get("setup_s"), "evaluate_time_s": t.get("evaluate_s"), "save_time_s": t.get("save_s"),
+            "worker": self.worker, "device": self.device,
             "started_at": self.started_at, "finished_at": self.finished_at,
         }
         for k, v in self.val.items():
