@@ -36,9 +36,16 @@ def test_fixed_share_per_budget(overhead, tmp_path, capsys):
     assert t.loc[1, "fixed_s"] == pytest.approx(3.5) and t.loc[1, "fixed_share"] == pytest.approx(0.35)
     assert t.loc[3, "fixed_share"] == pytest.approx(3.5 / 40.0)
     assert overhead.main([str(tmp_path)]) == 0
-    assert "lowest budget 1: fixed 3.5 s of 10 s (35 %); target <= 20 %: NOT MET" in capsys.readouterr().out
+    assert "lowest budget (budget 1): fixed 3.5 s of 10 s (35 %); target <= 20 %: NOT MET" in capsys.readouterr().out
 
 
 def test_old_tables_are_named(overhead):
     with pytest.raises(SystemExit, match="no load_time_s"):
         overhead.overhead_table(pd.DataFrame([{"budget": 1, "status": "SUCCESS", "wall_time_s": 1.0}]))
+
+
+def test_two_stage_studies_per_stage(overhead):
+    rows = [dict(_row(1, 9.0, 1.0, 2.0), stage="descriptor"), dict(_row(1, 9.0, 1.0, 0.2), stage="model")]
+    t = overhead.overhead_table(pd.DataFrame(rows))
+    assert t.loc[("descriptor", 1), "fixed_s"] == pytest.approx(3.5)
+    assert t.loc[("model", 1), "fixed_s"] == pytest.approx(1.7)
