@@ -93,6 +93,7 @@ def test_async_variant_runs_beside_sync(bench, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert re.search(r"smac-mf-async +reaches it at compute", out)
+    assert "TARGET smac-mf-async <= 1/3 of random search's compute" in out  # the targets are the default's
     runs = {r["kind"]: r for r in json.loads((tmp_path / "results.json").read_text())["runs"]}
     assert set(runs) == {"smac-mf", "smac-mf-async", "random"}
     budgets = [x["budget"] for x in runs["smac-mf-async"]["records"]]
