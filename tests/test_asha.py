@@ -185,7 +185,10 @@ def test_study_file_option(tmp_path):
     from mfhpo.study.config import load_study
 
     base = yaml.safe_load((REPO / "spaces" / "demo.yaml").read_text())
-    assert load_study(REPO / "spaces" / "demo.yaml").optimizer_options.promotion == "async"  # the default
+    assert load_study(REPO / "spaces" / "demo.yaml").optimizer_options.promotion == "sync"  # the demo names it
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({k: v for k, v in base.items() if k != "optimizer_options"}))
+    assert load_study(plain).optimizer_options.promotion == "async"  # the default
     p = tmp_path / "bad.yaml"
     p.write_text(yaml.safe_dump({**base, "optimizer_options": {"promotion": "eager"}}))
     with pytest.raises(MfhpoError) as err:
