@@ -429,6 +429,9 @@ def make_optimizer(
     divided by a second random forest's prediction of wall seconds per epoch-equivalent
     (:mod:`mfhpo.study.cost_aware`; the told ``TrialValue.time`` and ``epoch_equivalents``).
 
+    ``random_probability`` (smac-mf, smac-bo): share of proposals drawn at random between the
+    model-based ones; ``None`` keeps SMAC's 0.2 (0.05 measured no better: docs/optimizers.md).
+
     ``min_trials`` (smac-mf only): fewest observations at one budget for SMAC to fit its random
     forest on that budget; SMAC fits on the highest budget having at least this many. SMAC's
     default is 1, so as soon as ONE configuration has finished at the top rung the surrogate is
