@@ -19,6 +19,18 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+def load_benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (a script, not a package), registered in sys.modules."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses in the module look themselves up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="session")
 def demo_images():
     from mfhpo.demo import generate_demo

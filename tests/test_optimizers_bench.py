@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))  # mf_hartmann.py: the benchmark functions
@@ -18,11 +18,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # mf_hartmann.py: the benchmark fu
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("optbench", REPO / "benchmarks" / "optimizers.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["optbench"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("optimizers")
 
 
 def _opt_config(dim: int) -> dict:

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def overhead():
-    spec = importlib.util.spec_from_file_location("trial_overhead", REPO / "benchmarks" / "trial_overhead.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["trial_overhead"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("trial_overhead")
 
 
 def _row(budget, wall, load, feat, status="SUCCESS"):
