@@ -21,7 +21,7 @@ Objectives (see docs/optimizers.md for the exact formulas):
 The incumbent at c is the best full-budget value among trials FINISHED by c (what a study would
 export). Reported: median and IQR over seeds at checkpoints, and the compute (and, for trainings, the
 wall time) each optimizer's median curve needs to reach random search's and Optuna's final median, as
-a ratio to what theirs needs. Targets for smac-mf: <= 1/3 of random search's, <= 1/2 of Optuna's.
+a ratio to what theirs needs. Targets for mfhpo's default: <= 1/3 of random search's, <= 1/2 of Optuna's.
 
     python benchmarks/optimizers.py --quick                 # ~1-2 min smoke run
     python benchmarks/optimizers.py                         # moderate (default)
@@ -776,7 +776,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list of hartmann3, hartmann6, emt, demo, aspirin (the rMD17 frames in ../shared)")
     ap.add_argument("--optimizers", default=DEFAULT_KINDS,
                     help=f"comma list of {', '.join(KINDS)} (smac-mf-async: smac-mf with promotion: async; "
-                    "optuna-tpe-hb, dehb, smac-mf-facade: the peers of benchmarks/peers.py, skipped when not installed)")
+                    "optuna-tpe-hb, dehb, smac-mf-facade: the peers of benchmarks/peers.py, skipped when not "
+                    "installed)")
     ap.add_argument("--seeds", type=int, help="seeds for the synthetic objectives")
     ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--compute", type=float, help="full-budget equivalents per synthetic run")
@@ -827,9 +828,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--optimizers: unknown optimizer {k!r} (one of {', '.join(KINDS)})")
     from peers import missing
 
-    for k in [k for k in kinds if k in PEER_KINDS and missing(k)]:
-        print(missing(k))
-        kinds.remove(k)
+    for k in [k for k in kinds if k in PEER_KINDS]:
+        why = missing(k)
+        if why:
+            print(why)
+            kinds.remove(k)
     objs = [o.strip() for o in a.objectives.split(",") if o.strip()]
     cps_all = [float(x) for x in a.checkpoints.split(",")]
     opt_settings = {"initial_design": a.initial_design, "min_trials": a.min_trials}
@@ -863,8 +866,8 @@ def main(argv: list[str] | None = None) -> int:
     real_sizes = ", ".join(f"{o} {sp['n_structures']}" for o, (sp, _) in specs.items() if o in REAL_OBJECTIVES)
     print(f"optimizer benchmark: {len(tasks)} runs to do, {len(results)} reused ({', '.join(objs)}; "
           f"{', '.join(kinds)}); synthetic {seeds} seeds x {compute:g}, budgets 1..{a.max_budget:g}, preset "
-          f"{a.preset}; real {rseeds} seeds x {rcompute:g} ({real_sizes or '-'} structures, {repochs} epochs at budget {rmax:g}); warm start {'on' if a.warm_start else 'off'}; eta {a.eta}; "
-          f"smac-mf min_trials "
+          f"{a.preset}; real {rseeds} seeds x {rcompute:g} ({real_sizes or '-'} structures, {repochs} epochs at "
+          f"budget {rmax:g}); warm start {'on' if a.warm_start else 'off'}; eta {a.eta}; smac-mf min_trials "
           f"{a.min_trials}", flush=True)
     t0 = time.perf_counter()
 
