@@ -40,7 +40,9 @@ def missing(kind: str) -> str | None:
 
 
 def rung_budgets(min_budget: float, max_budget: float, eta: int) -> list[float]:
-    """Hyperband's budgets from ``min_budget`` up to ``max_budget`` (factor eta; the top one exact)."""
+    """Optuna's rung steps from ``min_budget`` up to ``max_budget`` (factor eta; the top one exact).
+    Counted upwards, as Optuna's pruner counts its integer steps; SMAC and DEHB count down from the
+    top, which gives the same ladder when max/min is a power of eta (1..27 here)."""
     out, b = [], float(min_budget)
     while b < max_budget * (1 - 1e-9):
         out.append(b)
