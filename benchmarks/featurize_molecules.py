@@ -1,5 +1,7 @@
-"""What one-structure-per-chunk featurization (bitwise reproducible, docs/featurizer.md) costs on small
-molecules: CPU time per atom against shared chunks (the earlier batching), measured in the same run.
+"""Featurization speed on small molecules for each chunk layout (docs/featurizer.md), measured in the
+same run: the blocked layout with shared chunks (the CPU default, bitwise batch-independent), the
+greedy layout with one structure per chunk (the earlier default, also bitwise batch-independent) and
+the greedy layout with shared chunks (not batch-independent). CPU atoms per second, one thread.
 
     python benchmarks/featurize_molecules.py [--data PATH] [--n N] [--repeats R]
 
@@ -27,8 +29,12 @@ from mfhpo.gmp import FeaturizeOptions, GMPSetting, featurize_many
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "md17_aspirin" / "rmd17_aspirin_850.extxyz"
 
 
-def cpu_time(images, setting, derivatives: bool, shared: bool, repeats: int) -> float:
-    options = FeaturizeOptions(share_chunks=shared)
+LAYOUTS = {"blocked, shared (default)": FeaturizeOptions(layout="blocked", share_chunks=True),
+           "greedy, one per chunk": FeaturizeOptions(layout="greedy", share_chunks=False),
+           "greedy, shared": FeaturizeOptions(layout="greedy", share_chunks=True)}
+
+
+def cpu_time(images, setting, derivatives: bool, options: FeaturizeOptions, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         t = time.process_time()
@@ -54,10 +60,11 @@ def main() -> None:
     natoms = sum(len(a) for a in images)
     print(f"{len(images)} structures, {natoms} atoms, one CPU thread, process CPU time, best of {args.repeats}")
     for derivatives in (False, True):
-        shared = cpu_time(images, setting, derivatives, True, args.repeats)
-        own = cpu_time(images, setting, derivatives, False, args.repeats)
-        print(f"derivatives={derivatives!s:5}: one structure per chunk {natoms / own:8.0f} atoms/s, "
-              f"shared chunks {natoms / shared:8.0f} atoms/s, ratio {shared / own:.2f}")
+        rates = {name: natoms / cpu_time(images, setting, derivatives, opt, args.repeats)
+                 for name, opt in LAYOUTS.items()}
+        ref = rates["greedy, one per chunk"]
+        print(f"derivatives={derivatives!s:5}: " + "; ".join(f"{name} {r:7.0f} atoms/s (x{r / ref:.2f})"
+                                                          for name, r in rates.items()))
 
 
 if __name__ == "__main__":

@@ -119,24 +119,24 @@ class _MemoryCache:
         self.disk = disk if (disk is not None and hasattr(disk, "get") and hasattr(disk, "put")) else None
 
     @staticmethod
-    def _key(setting, atoms, dtype, derivatives):
+    def _key(setting, atoms, dtype, derivatives, variant):
         from mfhpo.data import structure_hash
 
-        return (setting.key(), structure_hash(atoms), str(dtype), bool(derivatives))
+        return (setting.key(), structure_hash(atoms), str(dtype), bool(derivatives), variant)
 
-    def get(self, setting, atoms, dtype, derivatives):
-        k = self._key(setting, atoms, dtype, derivatives)
+    def get(self, setting, atoms, dtype, derivatives, variant=""):
+        k = self._key(setting, atoms, dtype, derivatives, variant)
         f = self.d.get(k)
         if f is None and self.disk is not None:
-            f = self.disk.get(setting, atoms, dtype, derivatives)
+            f = self.disk.get(setting, atoms, dtype, derivatives, variant)
             if f is not None:
                 self.d[k] = f
         return f
 
-    def put(self, setting, atoms, dtype, derivatives, feats):
-        self.d[self._key(setting, atoms, dtype, derivatives)] = feats
+    def put(self, setting, atoms, dtype, derivatives, feats, variant=""):
+        self.d[self._key(setting, atoms, dtype, derivatives, variant)] = feats
         if self.disk is not None:
-            self.disk.put(setting, atoms, dtype, derivatives, feats)
+            self.disk.put(setting, atoms, dtype, derivatives, feats, variant)
 
 
 _REAL_STATE: dict = {}

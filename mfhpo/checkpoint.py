@@ -8,7 +8,7 @@
     reference_energies {element: eV}, sigma,
     resume: {model_state (last epoch), optimizer, scheduler, best_state, best_loss, best_epoch,
              bad_epochs, stopped_reason, learning_curve}   (TrainingState, for warm-start continuation)
-    featurize {share_chunks, chunk_mb, chunk_pairs}   (the FeaturizeOptions the features were made with)
+    featurize {share_chunks, chunk_mb, chunk_pairs, layout}   (the FeaturizeOptions the features were made with)
     gmp_chunks ("per-structure" | "shared": featurize.share_chunks in words, for older readers)
     data_hash, split_hash, budget {epochs, subset_fraction}, epochs_run, n_train, metrics, created_at
 
@@ -134,17 +134,17 @@ def featurize_options_record(options, device) -> dict[str, Any]:
 
 def featurize_options_of(ck: dict):
     """The :class:`~mfhpo.gmp.featurizer.FeaturizeOptions` a checkpoint's features were made with:
-    its ``featurize`` record; for checkpoints without one, the device's default of the time where
-    ``gmp_chunks`` is recorded (one structure per chunk on the CPU; CUDA shared chunks although such
-    checkpoints say "per-structure"), and shared chunks for checkpoints older still (made before
-    one-structure-per-chunk featurization)."""
+    its ``featurize`` record (without ``layout``: the greedy one); for checkpoints without one, the
+    device's default of the time where ``gmp_chunks`` is recorded (greedy layout, one structure per
+    chunk on the CPU; CUDA shared chunks although such checkpoints say "per-structure"), and shared
+    greedy chunks for checkpoints older still (made before one-structure-per-chunk featurization)."""
     from mfhpo.gmp.featurizer import FeaturizeOptions
 
     if isinstance(ck.get("featurize"), dict):
         return FeaturizeOptions.from_dict(ck["featurize"])
     if ck.get("gmp_chunks") is not None:
-        return FeaturizeOptions()
-    return FeaturizeOptions(share_chunks=True)
+        return FeaturizeOptions(layout="greedy")
+    return FeaturizeOptions(share_chunks=True, layout="greedy")
 
 
 def setting_from_checkpoint(ck: dict):

@@ -12,16 +12,19 @@ import typer
 
 from mfhpo.errors import MfhpoError
 
-def _featurize_options(share_chunks: Optional[bool], chunk_mb: Optional[float], chunk_pairs: Optional[int]):
-    """The ``--share-chunks``, ``--chunk-mb`` and ``--chunk-pairs`` flags as FeaturizeOptions."""
+def _featurize_options(share_chunks: Optional[bool], chunk_mb: Optional[float], chunk_pairs: Optional[int],
+                       layout: Optional[str] = None):
+    """The ``--share-chunks``, ``--chunk-mb``, ``--chunk-pairs`` and ``--layout`` flags as FeaturizeOptions."""
     from mfhpo.gmp.featurizer import FeaturizeOptions
 
-    return FeaturizeOptions(share_chunks=share_chunks, chunk_mb=chunk_mb, chunk_pairs=chunk_pairs)
+    return FeaturizeOptions(share_chunks=share_chunks, chunk_mb=chunk_mb, chunk_pairs=chunk_pairs, layout=layout)
 
 
 SHARE_CHUNKS = typer.Option(None, "--share-chunks/--no-share-chunks",
-                            help="GMP: several small structures per chunk, or one per chunk (default: one on the "
-                                 "CPU, bitwise reproducible; shared on CUDA)")
+                            help="GMP: several small structures per chunk, or one per chunk (default: shared; "
+                                 "one per chunk for the greedy layout on the CPU)")
+LAYOUT = typer.Option(None, "--chunk-layout", help="GMP: blocked (CPU default: bitwise the same features however structures "
+                                             "share chunks) or greedy (CUDA default; older checkpoints)")
 CHUNK_MB = typer.Option(None, "--chunk-mb", help="GMP: MB of per-pair buffers per chunk (default 48 CPU, 256 CUDA)")
 CHUNK_PAIRS = typer.Option(None, "--chunk-pairs", help="GMP: pairs per chunk, overrides --chunk-mb (tuning)")
 
@@ -45,12 +48,13 @@ def featurize(
     share_chunks: Optional[bool] = SHARE_CHUNKS,
     chunk_mb: Optional[float] = CHUNK_MB,
     chunk_pairs: Optional[int] = CHUNK_PAIRS,
+    layout: Optional[str] = LAYOUT,
 ) -> None:
     """Compute GMP fingerprints for every frame of STRUCTURES."""
     from mfhpo.gmp.command import featurize_file
 
     typer.echo(featurize_file(structures, setting, out, derivatives=derivatives, dtype=dtype, device=device,
-                              dense=dense, options=_featurize_options(share_chunks, chunk_mb, chunk_pairs)).summary())
+                              dense=dense, options=_featurize_options(share_chunks, chunk_mb, chunk_pairs, layout)).summary())
 
 
 @app.command("demo-data")
@@ -77,17 +81,21 @@ def train(
     out: Path = typer.Option(..., "--out", help="output directory (metrics.json, checkpoint.pt, ...)"),
     epochs: Optional[int] = typer.Option(None, help="override training.epochs"),
     subset: float = typer.Option(1.0, help="fraction of the training split to use (nested subsets)"),
+    subset_schedule: Optional[str] = typer.Option(
+        None, "--subset-schedule", help="a growing subset, EPOCH:FRACTION,... from epoch 0 (ends at --subset); "
+                                        "as a study's curriculum fidelity trains"),
     device: Optional[str] = typer.Option(None, help="override training.device"),
     init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="continue from this checkpoint"),
     share_chunks: Optional[bool] = SHARE_CHUNKS,
     chunk_mb: Optional[float] = CHUNK_MB,
     chunk_pairs: Optional[int] = CHUNK_PAIRS,
+    layout: Optional[str] = LAYOUT,
 ) -> None:
     """Train one SingleNN potential and write its metrics and checkpoint."""
     from mfhpo.train import train_command
 
     train_command(config, data, out, epochs=epochs, subset=subset, device=device, init_checkpoint=init_checkpoint,
-                  featurize=_featurize_options(share_chunks, chunk_mb, chunk_pairs))
+                  featurize=_featurize_options(share_chunks, chunk_mb, chunk_pairs, layout), subset_schedule=subset_schedule)
 
 
 @app.command()

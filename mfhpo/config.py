@@ -110,6 +110,9 @@ class TrainingConfig(_Strict):
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Literal["none", "step", "cosine", "plateau"] = "none"
+    schedule_epochs: Optional[int] = Field(
+        None, ge=1, description="epochs the cosine schedule spans (None: this training's epochs); a study sets the "
+                                "top budget's (fidelity.schedule_epochs: top) so that promotions can continue")
     step_size: int = Field(20, ge=1)
     gamma: float = Field(0.5, gt=0, le=1.0)
     plateau_patience: int = Field(10, ge=1)
@@ -143,10 +146,50 @@ class TrialConfig(_Strict):
 
 
 class Fidelity(_Strict):
-    """What a trial may spend: epochs and the nested training-subset fraction."""
+    """What a trial may spend: epochs and the nested training-subset fraction.
+
+    ``subset_schedule`` (optional): a growing subset, ``[[start_epoch, fraction], ...]`` from epoch 0
+    on, epochs increasing, fractions increasing up to ``subset_fraction`` (the last phase's): each
+    epoch trains on the nested subset of its phase. A study's curriculum fidelity
+    (``fidelity.subset.curriculum``) gives every budget a prefix of the top budget's schedule, so a
+    promoted trial continues its lower-budget checkpoint exactly."""
 
     epochs: int = Field(..., ge=1)
     subset_fraction: float = Field(1.0, gt=0, le=1)
+    subset_schedule: Optional[list[tuple[int, float]]] = None
+
+    @model_validator(mode="after")
+    def _schedule(self) -> "Fidelity":
+        sch = self.subset_schedule
+        if sch is None:
+            return self
+        if not sch or sch[0][0] != 0:
+            raise ValueError("subset_schedule must start at epoch 0")
+        for (e0, f0), (e1, f1) in zip(sch, sch[1:]):
+            if not (e1 > e0 and f1 > f0):
+                raise ValueError("subset_schedule: epochs and fractions must increase")
+        if sch[-1][0] >= self.epochs:
+            raise ValueError(f"subset_schedule: last phase starts at epoch {sch[-1][0]}, not before {self.epochs}")
+        if not (0 < sch[0][1] and abs(sch[-1][1] - self.subset_fraction) < 1e-12):
+            raise ValueError("subset_schedule must end at subset_fraction")
+        return self
+
+    def fraction_at(self, epoch: int) -> float:
+        """The subset fraction epoch ``epoch`` (0-based) trains on."""
+        if self.subset_schedule is None:
+            return float(self.subset_fraction)
+        return float([f for e, f in self.subset_schedule if e <= epoch][-1])
+
+    def phases(self) -> list[tuple[int, int, float]]:
+        """(first epoch, end epoch, fraction) of each phase within ``epochs``."""
+        sch = self.subset_schedule or [(0, self.subset_fraction)]
+        ends = [e for e, _ in sch[1:]] + [self.epochs]
+        return [(int(e0), int(e1), float(f)) for (e0, f), e1 in zip(sch, ends)]
+
+    def epoch_equivalents(self, start: int = 0, end: Optional[int] = None) -> float:
+        """Epochs ``start`` .. ``end`` (default: all) weighted by their subset fraction."""
+        end = self.epochs if end is None else end
+        return sum(max(0, min(e1, end) - max(e0, start)) * f for e0, e1, f in self.phases())
 
 
 def format_validation_error(source: str, err: ValidationError) -> str:

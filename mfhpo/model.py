@@ -281,6 +281,11 @@ class FeatureStore:
         if self.forces is not None:
             self.f_scaled = self.forces / sigma
 
+    def atom_rows(self, sids: torch.Tensor) -> torch.Tensor:
+        """Indices of the atoms (rows of ``fp``) of the structures ``sids``."""
+        sids = sids.to(self.device)
+        return _ranges(self.atom_start[sids], self.natoms[sids])[0]
+
     def batch(self, sids: torch.Tensor, derivatives: bool):
         """A :class:`Batch` of the structures ``sids`` plus an index of its atoms in the store."""
         sids = sids.to(self.device)

@@ -5,7 +5,6 @@ See docs/training.md for the loss, the scaling, reference energies, warm starts 
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import json
@@ -142,7 +141,9 @@ class _Logger:
 
 
 def _config_for_compat(cfg_dict: dict) -> dict:
-    d = copy.deepcopy(cfg_dict)
+    """The configuration without what a continuation may change (epochs, device), with the defaults of
+    fields newer than the checkpoint filled in."""
+    d = TrialConfig.model_validate(cfg_dict).model_dump(mode="json")
     d.get("training", {}).pop("epochs", None)
     d.get("training", {}).pop("device", None)
     return d
@@ -152,18 +153,20 @@ def warm_start_problem(ck: dict, cfg: TrialConfig, budget: Fidelity, data_hash: 
     """Why ``ck`` cannot be continued to ``budget`` (None when it can)."""
     if "resume" not in ck or ck["resume"] is None:
         return "checkpoint has no resumable training state"
-    if cfg.training.scheduler == "cosine":
-        return "cosine schedule depends on the total number of epochs"
+    if cfg.training.scheduler == "cosine" and cfg.training.schedule_epochs is None:
+        return "cosine schedule depends on the total number of epochs (fidelity.schedule_epochs: top fixes it)"
     if ck.get("data_hash") != data_hash:
         return "different data"
     if _config_for_compat(ck["config"]) != _config_for_compat(cfg.model_dump(mode="json")):
         return "different configuration"
-    if not math.isclose(float(ck["budget"]["subset_fraction"]), float(budget.subset_fraction), rel_tol=0, abs_tol=1e-12):
-        return f"different subset fraction ({ck['budget']['subset_fraction']} vs {budget.subset_fraction})"
-    if ck.get("split_hash") != s_hash:
-        return "different split"
     if int(ck["epochs_run"]) > budget.epochs:
         return f"checkpoint already has {ck['epochs_run']} epochs > budget {budget.epochs}"
+    done = Fidelity.model_validate(ck["budget"])
+    for e in range(int(ck["epochs_run"])):  # the epochs run so far trained on the subsets this budget trains them on
+        if not math.isclose(done.fraction_at(e), budget.fraction_at(e), rel_tol=0, abs_tol=1e-12):
+            return f"different subset fraction at epoch {e + 1} ({done.fraction_at(e)} vs {budget.fraction_at(e)})"
+    if ck.get("split_hash") != s_hash:
+        return "different split"
     if ck["resume"].get("stopped_reason") == "time_limit":
         return None  # resumable: state is at an epoch boundary
     return None
@@ -191,13 +194,20 @@ class _Context:
 @dataclass
 class SplitPlan:
     """The structures of one training: the split, the budget's nested training subset, the validation
-    structures, the test structures (empty unless scored) and the hash of split and subset."""
+    structures, the test structures (empty unless scored), the hash of the split and of the subset
+    the first epoch trains on, and the phases of a growing subset: (first epoch, positions in
+    ``train`` of the structures it trains on; None: all of them)."""
 
     split: Split
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
     hash: str
+    phases: list[tuple[int, Optional[np.ndarray]]]
+
+    def active(self, epoch: int) -> Optional[np.ndarray]:
+        """Positions in ``train`` that epoch ``epoch`` trains on (None: all)."""
+        return [p for e, p in self.phases if e <= epoch][-1]
 
 
 @dataclass
@@ -261,7 +271,12 @@ def plan_split(cfg: TrialConfig, dataset: Dataset, budget: Fidelity, split: Opti
         raise MfhpoError(f"{src}: empty training subset (subset_fraction={budget.subset_fraction})")
     val_idx = np.asarray(split.val, dtype=np.int64)
     test_idx = np.asarray(split.test, dtype=np.int64) if eval_test else np.zeros(0, np.int64)
-    return SplitPlan(split, train_idx, val_idx, test_idx, split_hash(split, train_idx))
+    phases: list[tuple[int, Optional[np.ndarray]]] = []
+    for e0, _, frac in budget.phases():
+        idx = nested_subset(split.train, frac, seed=cfg.split.seed)  # nested: a subset of train_idx
+        phases.append((e0, None if len(idx) == len(train_idx) else np.searchsorted(train_idx, idx)))
+    first = nested_subset(split.train, budget.fraction_at(0), seed=cfg.split.seed)
+    return SplitPlan(split, train_idx, val_idx, test_idx, split_hash(split, first), phases)
 
 
 def _seed(seed: int, device: torch.device) -> None:
@@ -327,20 +342,28 @@ def build_feature_stores(ctx: _Context, plan: SplitPlan, cache=None, progress: b
     return FeatureStores(setting, store(plan.train), store(plan.val), test, featurize_s)
 
 
-def fit_scalers_and_references(ctx: _Context, pot: Potential, tr: FeatureStore, train_idx: np.ndarray) -> dict:
+def fit_scalers_and_references(ctx: _Context, pot: Potential, tr: FeatureStore, plan: SplitPlan) -> dict:
     """Feature scalers, per-element reference energies (linear fit) and the energy scale sigma (std of
-    the per-atom residual energies) from the training subset, written into ``pot``; the references."""
+    the per-atom residual energies) from the training subset (of a growing subset: the first phase's,
+    which every budget shares), written into ``pot``; the references."""
     tc, ds, dev, dtype = ctx.cfg.training, ctx.dataset, ctx.device, ctx.dtype
     elements = ds.elements
-    scale_elem = tr.elem if tc.scale_per_element else torch.zeros_like(tr.elem)
-    off, sc = fit_feature_scaler(tr.fp, scale_elem, len(elements), tc.feature_scaling)
+    first = plan.phases[0][1]
+    fp, elem, energy, natoms, train_idx = tr.fp, tr.elem, tr.energy, tr.natoms, plan.train
+    if first is not None:
+        sids = torch.as_tensor(first, device=dev)
+        rows = tr.atom_rows(sids)
+        fp, elem, energy, natoms, train_idx = fp[rows], elem[rows], energy[sids], natoms[sids], train_idx[first]
+    n = int(natoms.numel())
+    scale_elem = elem if tc.scale_per_element else torch.zeros_like(elem)
+    off, sc = fit_feature_scaler(fp, scale_elem, len(elements), tc.feature_scaling)
     refs = fit_reference_energies([ds.images[i] for i in train_idx], ds.energies[train_idx], elements)
     ref_vec = torch.tensor([refs[e] for e in elements], dtype=dtype, device=dev)
-    nat = tr.natoms.to(dtype)
-    seg = torch.repeat_interleave(torch.arange(tr.n, device=dev), tr.natoms)
-    eref = torch.zeros(tr.n, dtype=dtype, device=dev).index_add(0, seg, ref_vec[tr.elem])
-    resid = (tr.energy - eref) / nat
-    sigma = float(resid.std(unbiased=False)) if tr.n > 1 else 0.0
+    nat = natoms.to(dtype)
+    seg = torch.repeat_interleave(torch.arange(n, device=dev), natoms)
+    eref = torch.zeros(n, dtype=dtype, device=dev).index_add(0, seg, ref_vec[elem])
+    resid = (energy - eref) / nat
+    sigma = float(resid.std(unbiased=False)) if n > 1 else 0.0
     if not math.isfinite(sigma) or sigma < 1e-6:
         sigma = 1.0
     with torch.no_grad():
@@ -362,22 +385,28 @@ def initial_potential(ctx: _Context, stores: FeatureStores, plan: SplitPlan,
         pot.load_state_dict(cont.state.model_state)
         refs = dict(cont.reference_energies)
     else:
-        refs = fit_scalers_and_references(ctx, pot, stores.train, plan.train)
+        refs = fit_scalers_and_references(ctx, pot, stores.train, plan)
     for s in stores.all():
         s.apply_scaling(pot)
         s.set_targets(pot)
     return pot, refs
 
 
-def make_loss(cfg: TrialConfig, tr: FeatureStore, pot: Potential) -> Loss:
+def make_loss(cfg: TrialConfig, tr: FeatureStore, pot: Potential, plan: Optional[SplitPlan] = None) -> Loss:
     """The loss of this training. Force residuals are divided by the training forces' std (in scaled
-    units) so that the force term is O(1) like the per-atom energy term and force_coefficient means the
-    same on every dataset (aspirin: sigma ~ 0.01 eV/atom but |F| ~ 1 eV/Å; OC20: the other way round)."""
+    units; of a growing subset: its first phase's) so that the force term is O(1) like the per-atom
+    energy term and force_coefficient means the same on every dataset (aspirin: sigma ~ 0.01 eV/atom
+    but |F| ~ 1 eV/Å; OC20: the other way round)."""
     tc = cfg.training
     fc = float(tc.force_coefficient)
     force_norm = 1.0
-    if tr.forces is not None and bool(tr.free.any()):
-        fstd = float(tr.forces[tr.free].std(unbiased=False)) / float(pot.sigma)
+    forces, free = tr.forces, tr.free
+    first = None if plan is None else plan.phases[0][1]
+    if forces is not None and first is not None:
+        rows = tr.atom_rows(torch.as_tensor(first, device=tr.device))
+        forces, free = forces[rows], free[rows]
+    if forces is not None and bool(free.any()):
+        fstd = float(forces[free].std(unbiased=False)) / float(pot.sigma)
         if math.isfinite(fstd) and fstd > 1e-12:
             force_norm = fstd
     return Loss(tc.loss, tc.energy_per_atom, fc, fc > 0 and tr.forces is not None, force_norm)
@@ -391,7 +420,7 @@ def make_optimizer(cfg: TrialConfig, pot: Potential, epochs: int):
     if tc.scheduler == "step":
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=tc.step_size, gamma=tc.gamma)
     elif tc.scheduler == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tc.schedule_epochs or epochs)
     elif tc.scheduler == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=tc.gamma, patience=tc.plateau_patience)
     else:
@@ -414,16 +443,22 @@ def _starting_state(opt, sched, cont: Optional[Continuation], device: torch.devi
                          stopped_reason="early_stopping" if r.stopped_reason == "early_stopping" else None)
 
 
-def _train_epoch(ctx: _Context, pot: Potential, tr: FeatureStore, loss: Loss, opt, epoch: int) -> float:
-    """One pass over the training subset in an order (and with dropout) seeded by (trial seed, epoch)."""
+def _train_epoch(ctx: _Context, pot: Potential, tr: FeatureStore, loss: Loss, opt, epoch: int,
+                 active: Optional[np.ndarray] = None) -> float:
+    """One pass over the training subset (``active``: those positions of it) in an order (and with
+    dropout) seeded by (trial seed, epoch)."""
     tc = ctx.cfg.training
     es = _epoch_seed(ctx.cfg.seed, epoch)
     torch.manual_seed(es)  # dropout of this epoch
-    perm = torch.randperm(tr.n, generator=torch.Generator().manual_seed(es)).to(ctx.device)
+    n = tr.n if active is None else len(active)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(es))
+    if active is not None:
+        perm = torch.as_tensor(active, dtype=torch.long)[perm]
+    perm = perm.to(ctx.device)
     pot.train()
     params = list(pot.net.parameters())
     total = torch.zeros((), dtype=ctx.dtype, device=ctx.device)
-    for s in range(0, tr.n, tc.batch_size):
+    for s in range(0, n, tc.batch_size):
         sids = perm[s:s + tc.batch_size]
         batch, aidx = tr.batch(sids, derivatives=loss.train_forces)
         opt.zero_grad(set_to_none=True)
@@ -440,7 +475,7 @@ def _train_epoch(ctx: _Context, pot: Potential, tr: FeatureStore, loss: Loss, op
             torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         opt.step()
         total = total + value.detach() * sids.numel()
-    return float(total) / tr.n
+    return float(total) / n
 
 
 def _validation_pass(pot: Potential, va: FeatureStore, loss: Loss, batch_size: int, forces: bool):
@@ -516,10 +551,12 @@ class _EpochBar:
 
 
 def fit(ctx: _Context, pot: Potential, stores: FeatureStores, loss: Loss, cont: Optional[Continuation] = None,
-        time_limit_s: Optional[float] = None, progress: bool = False) -> tuple[TrainingState, float]:
-    """Fit: epochs up to the budget (from the continued state's epoch), each followed by a validation
-    pass, the scheduler step, best-weight bookkeeping, early stopping and the time limit. Leaves the
-    best weights in ``pot``; returns the final training state and the seconds it took."""
+        time_limit_s: Optional[float] = None, progress: bool = False,
+        plan: Optional[SplitPlan] = None) -> tuple[TrainingState, float]:
+    """Fit: epochs up to the budget (from the continued state's epoch; each on its phase's part of the
+    training subset when ``plan`` has a growing one), each followed by a validation pass, the scheduler
+    step, best-weight bookkeeping, early stopping and the time limit. Leaves the best weights in
+    ``pot``; returns the final training state and the seconds it took."""
     tc, budget, va = ctx.cfg.training, ctx.budget, stores.val
     opt, sched = make_optimizer(ctx.cfg, pot, budget.epochs)
     state = _starting_state(opt, sched, cont, ctx.device)
@@ -528,7 +565,8 @@ def fit(ctx: _Context, pot: Potential, stores: FeatureStores, loss: Loss, cont: 
     with _EpochBar(progress, budget.epochs, state.epochs_run) as bar:
         while state.epochs_run < budget.epochs and state.stopped_reason is None:
             epoch = state.epochs_run
-            train_loss = _train_epoch(ctx, pot, stores.train, loss, opt, epoch)
+            train_loss = _train_epoch(ctx, pot, stores.train, loss, opt, epoch,
+                                      None if plan is None else plan.active(epoch))
             lr = float(opt.param_groups[0]["lr"])
             val_loss, vm = (_validation_pass(pot, va, loss, tc.batch_size, ctx.dataset.has_forces) if va.n > 0
                             else (train_loss, no_val))
@@ -580,7 +618,7 @@ def save_training(ctx: _Context, out_dir: Path, trained: LoadedPotential, state:
         "sigma": float(trained.potential.sigma), "resume": state.to_record(),
         **featurize_options_record(ctx.featurize, ctx.device),
         "data_hash": data_hash, "split_hash": plan.hash,
-        "budget": {"epochs": int(budget.epochs), "subset_fraction": float(budget.subset_fraction)},
+        "budget": budget.model_dump(mode="json", exclude_none=True),
         "epochs_run": int(state.epochs_run), "best_epoch": int(state.best_epoch), "n_train": int(len(plan.train)),
         "metrics": metrics,
     })
@@ -665,12 +703,12 @@ def _train(ctx: _Context, out_dir: Path, split: Optional[Split], init_checkpoint
     stores = build_feature_stores(ctx, plan, cache, progress, base_dir)
     lap("featurize_s")
     pot, refs = initial_potential(ctx, stores, plan, cont)
-    loss = make_loss(cfg, stores.train, pot)
+    loss = make_loss(cfg, stores.train, pot, plan)
     tr, va, te = stores.train, stores.val, stores.test
     ctx.log(f"train {tr.n} structures ({tr.n_atoms} atoms), val {va.n}, test {0 if te is None else te.n}; "
             f"sigma={float(pot.sigma):.4g} eV/atom; force_coefficient={loss.force_coefficient}")
     lap("setup_s")
-    state, train_s = fit(ctx, pot, stores, loss, cont, time_limit_s, progress)
+    state, train_s = fit(ctx, pot, stores, loss, cont, time_limit_s, progress, plan)
     del cont
     lap("fit_s")
     trained = LoadedPotential(pot, stores.setting, cfg, refs, ctx.dtype, ctx.device, featurize_options=ctx.featurize)
@@ -706,8 +744,9 @@ def _json_safe(obj):
 
 def train_command(config: Path, data: Path, out: Path, *, epochs: Optional[int] = None, subset: float = 1.0,
                   device: Optional[str] = None, init_checkpoint: Optional[Path] = None,
-                  featurize: Optional[FeaturizeOptions] = None) -> TrainResult:
-    """``mfhpo train``: load config + data, train, print val metrics next to the baselines."""
+                  featurize: Optional[FeaturizeOptions] = None, subset_schedule: Optional[str] = None) -> TrainResult:
+    """``mfhpo train``: load config + data, train, print val metrics next to the baselines.
+    ``subset_schedule``: "EPOCH:FRACTION,..." (a growing subset, :class:`~mfhpo.config.Fidelity`)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -716,9 +755,13 @@ def train_command(config: Path, data: Path, out: Path, *, epochs: Optional[int] 
 
     cfg = load_trial_config(config)
     try:
-        budget = Fidelity(epochs=epochs if epochs is not None else cfg.training.epochs, subset_fraction=subset)
+        schedule = None if subset_schedule is None else [
+            (int(e), float(f)) for e, f in (part.split(":") for part in subset_schedule.split(","))]
+        budget = Fidelity(epochs=epochs if epochs is not None else cfg.training.epochs, subset_fraction=subset,
+                          subset_schedule=schedule)
     except Exception:
-        raise MfhpoError(f"--epochs must be >= 1 and --subset in (0, 1] (got {epochs}, {subset})") from None
+        raise MfhpoError(f"--epochs must be >= 1, --subset in (0, 1] and --subset-schedule EPOCH:FRACTION,... from "
+                         f"epoch 0, increasing, ending at --subset (got {epochs}, {subset}, {subset_schedule})") from None
     console = Console(stderr=True)
     ds = load_dataset(data, group_key=cfg.split.group_key)
     # a held-out test split (split.test_fraction > 0) is scored once at the end, never used for selection

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -224,6 +225,54 @@ def test_demo_study_async_reaches_the_top_budget(tmp_path):
     # every trial run was assigned; the rest are asked ahead (prefetch) and handed out on resume
     assert state["promotion"] == "async" and 19 <= len(state["assigned"]) <= 19 + 3
     assert sum(k > 0 for k, _ in state["assigned"]) >= int((df["budget"] > 1.0).sum())
+
+
+@pytest.mark.slow
+def test_curriculum_fidelity_makes_every_promotion_continue(tmp_path):
+    """A growing training subset (``fidelity.subset.curriculum``) with asynchronous promotion on a real
+    LocalCluster: every promoted trial continues its lower-budget checkpoint (none retrains), pays only
+    the epoch-equivalents it adds, and its subset schedule is a prefix of the top budget's."""
+    from mfhpo.study.check import ladder_lines
+    from mfhpo.study.config import load_study
+    from mfhpo.study.fidelity import budget_to_fidelity
+    from mfhpo.study.runner import run_command
+
+    study = yaml.safe_load((REPO / "spaces" / "demo.yaml").read_text())
+    study["data"]["demo_structures"] = 30
+    study["fidelity"]["epochs"] = {"min": 1, "max": 9, "scale": "linear"}
+    study["fidelity"]["subset"] = {"min": 0.4, "max": 1.0, "curriculum": True}
+    study["optimizer_options"] = {"promotion": "async", "initial_design": 3}
+    study["cluster"] = {"kind": "local", "workers": 2, "dashboard_port": 0}
+    p = tmp_path / "demo_curriculum.yaml"
+    p.write_text(yaml.safe_dump(study))
+    fid = load_study(p).fidelity
+    top = budget_to_fidelity(fid, 9.0)
+    assert top.subset_schedule == [(0, 0.4), (1, 0.55), (3, 1.0)]
+    assert any("2-3 on 0.55" in line for line in ladder_lines(fid))
+    rundir = tmp_path / "run"
+    run_command(p, trials=14, rundir=rundir, workers=2, progress=False)
+    recs = [json.loads(f.read_text()) for f in sorted((rundir / "trials").glob("*/trial.json"))]
+    assert all(r["status"] == "SUCCESS" for r in recs)
+    promoted = [r for r in recs if r["warm_start_from_trial"] is not None]
+    assert len(promoted) >= 2 and all(r["warm_start"]["used"] for r in promoted), [r["warm_start"] for r in promoted]
+    for r in recs:
+        fb = budget_to_fidelity(fid, r["budget"])
+        assert r["subset_schedule"] == [list(x) for x in fb.subset_schedule]
+        assert r["subset_schedule"] == [list(x) for x in top.subset_schedule[:len(r["subset_schedule"])]]
+        assert r["epoch_equivalents"] == pytest.approx(fb.epoch_equivalents(r["epochs_saved"], r["epochs_run"]))
+        if r["warm_start"]["used"]:
+            assert r["epochs_saved"] == budget_to_fidelity(fid, r["budget"] / 3).epochs
+    # the incumbent's bundle replays its warm-started chain with the growing subset, to the digit
+    from mfhpo.study.incumbent import export_incumbent, retrain
+
+    ex = export_incumbent(rundir, tmp_path / "inc", evaluate_test=False)
+    chain = ex.manifest["chain"]
+    assert len(chain) >= 2 and all(step["init_from_previous"] for step in chain[1:])
+    assert chain[-1]["subset_schedule"] == recs[ex.incumbent.trial_id - 1]["subset_schedule"]
+    with zipfile.ZipFile(tmp_path / "inc" / "bundle.zip") as z:
+        z.extractall(tmp_path / "unz")
+    report = retrain(tmp_path / "unz", tmp_path / "replay")
+    assert report["reproduced"], report["mismatches"]
 
 
 @pytest.mark.slow

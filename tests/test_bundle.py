@@ -29,10 +29,10 @@ def _cli(*args, cwd):
                           cwd=cwd, timeout=600)
 
 
-@pytest.mark.parametrize("chunks", [[], ["--share-chunks"]])
+@pytest.mark.parametrize("chunks", [[], ["--no-share-chunks"], ["--chunk-layout", "greedy"]])
 def test_bundle_of_a_training_retrains_to_its_validation_metrics(tmp_path, chunks):
     """A training, bundled and retrained, reproduces its validation metrics, featurized as its checkpoint
-    records (one structure per chunk by default, shared chunks with --share-chunks)."""
+    records (the blocked layout with shared chunks by default, one structure per chunk, the greedy layout)."""
     data = write_demo(tmp_path / "data" / "train.extxyz", n_structures=24, seed=3)
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(CONFIG))
     (tmp_path / "study.yaml").write_text("name: tiny_final\n")
@@ -62,7 +62,8 @@ def test_bundle_of_a_training_retrains_to_its_validation_metrics(tmp_path, chunk
 
     bundled = torch.load(tmp_path / "unzipped" / "checkpoint.pt", weights_only=True)
     replayed = torch.load(rep["checkpoint"], weights_only=True)
-    assert bundled["featurize"]["share_chunks"] is bool(chunks)
+    assert bundled["featurize"]["share_chunks"] is (not chunks)
+    assert bundled["featurize"]["layout"] == ("greedy" if "greedy" in chunks else "blocked")
     assert replayed["featurize"] == bundled["featurize"] and replayed["gmp_chunks"] == bundled["gmp_chunks"]
 
 
@@ -96,7 +97,8 @@ def test_final_bundles_load_score_and_would_continue(name, tmp_path):
     with zipfile.ZipFile(final / "bundle.zip") as z:
         z.extract("checkpoint.pt", tmp_path)
     ck = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert featurize_options_of(ck) == FeaturizeOptions() and ck["gmp_chunks"] == "per-structure"
+    assert featurize_options_of(ck).resolved("cpu") == FeaturizeOptions(False, layout="greedy")
+    assert ck["gmp_chunks"] == "per-structure"
     state = TrainingState.from_checkpoint(ck)
     assert state.epochs_run == man["epochs_run"] and state.best_epoch == man["best_epoch"]
     ds = load_study_dataset(str(data), man["data"]["split"]["group_key"], man["data"]["split"]["max_force"])

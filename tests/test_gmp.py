@@ -13,7 +13,7 @@ from ase.build import bulk, fcc111, molecule
 
 from mfhpo.config import DescriptorConfig
 from mfhpo.errors import MfhpoError
-from mfhpo.gmp import FeatureCache, GMPSetting, dense_dfp, featurize, featurize_many
+from mfhpo.gmp import FeatureCache, FeaturizeOptions, GMPSetting, dense_dfp, featurize, featurize_many
 
 
 def _setting(scheme="gmp", orders=None, **kw):
@@ -159,6 +159,40 @@ def test_batching_and_float32():
         assert torch.equal(b.dfp, a.dfp.float())
 
 
+def _varied_structures(n: int, seed: int) -> list:
+    """Molecules, slabs and crystals of different sizes and neighbour counts."""
+    rng = np.random.default_rng(seed)
+    makers = [lambda: molecule("CH3CH2OH"), lambda: molecule("C6H6"), lambda: molecule("CH3COOH"), _slab,
+              lambda: bulk("Pt", "fcc", a=3.9) * (2, 1, 1), lambda: bulk("Cu", "fcc", a=3.6, cubic=True)]
+    out = []
+    for k in range(n):
+        a = makers[k % len(makers)]()
+        a.rattle(0.05, seed=int(rng.integers(1 << 30)))
+        out.append(a)
+    return out
+
+
+@pytest.mark.parametrize("kw", [{}, {"cutoff_function": "cosine", "cutoff": 3.5},
+                                {"orders": {0: {"groups": [1]}, 2: {"groups": "all"}, 4: {"groups": "all"}},
+                                 "sigmas": [0.3, 0.6, 1.0, 1.5, 2.0, 2.5]}])
+def test_blocked_layout_is_bitwise_independent_of_the_chunk(kw):
+    """The CPU's default layout: a structure's features and derivatives are bitwise the same whether it
+    is featurized alone, with others in one shared chunk (in any order), or cut by centres into
+    several chunks (a study caches features of growing subsets; a bundle retrain computes them in
+    one call). Settings cover both component-sum paths and both cutoff functions."""
+    s = _setting(**kw)
+    images = _varied_structures(18, seed=5)
+    alone = [featurize(a, s, derivatives=True) for a in images]
+    order = np.random.default_rng(6).permutation(len(images))
+    for options in (FeaturizeOptions(), FeaturizeOptions(chunk_pairs=300)):
+        mixed = featurize_many([images[k] for k in order], s, derivatives=True, options=options)
+        for k, f in zip(order, mixed):
+            a = alone[k]
+            assert torch.equal(a.pair_j, f.pair_j) and torch.equal(a.fp, f.fp) and torch.equal(a.dfp, f.dfp), k
+        fp_only = featurize_many([images[k] for k in order[:7]], s, options=options)
+        assert all(torch.equal(alone[k].fp, f.fp) for k, f in zip(order[:7], fp_only))
+
+
 def test_cache(tmp_path):
     s = _setting()
     images = [_slab(), _molecule()]
@@ -174,8 +208,14 @@ def test_cache(tmp_path):
     assert cache.hits == 4
     featurize_many(images[:1], _setting(cutoff=4.0), cache=cache)
     assert cache.misses == 3
+    # entries say which layout made them (the layouts differ in the last bits): the greedy layout
+    # neither reads the blocked layout's entries nor overwrites them
+    greedy = featurize_many(images, s, derivatives=True, cache=cache, options=FeaturizeOptions(layout="greedy"))
+    assert cache.misses == 5 and cache.writes == 5
+    assert cache.path(s, images[0], torch.float64, True, "b").exists() and cache.path(s, images[0], torch.float64, True).exists()
+    assert all(torch.allclose(a.fp, b.fp, rtol=1e-12, atol=0) for a, b in zip(first, greedy))
     # a truncated file is ignored (recomputed), no temp files left behind
-    p = cache.path(s, images[0], torch.float64, True)
+    p = cache.path(s, images[0], torch.float64, True, "b")
     p.write_bytes(p.read_bytes()[:100])
     assert featurize_many(images[:1], s, derivatives=True, cache=cache)[0].fp.shape[0] == len(images[0])
     assert not list((tmp_path / "c").rglob(".tmp-*"))
@@ -186,7 +226,7 @@ def test_cache_dtype_and_corrupt_entries(tmp_path):
     images = [_slab(), _molecule()]
     cache = FeatureCache(tmp_path / "c")
     ref = featurize_many(images, s, derivatives=True, dtype=torch.float32, cache=cache)
-    p = cache.path(s, images[0], torch.float32, True)
+    p = cache.path(s, images[0], torch.float32, True, "b")
     assert p.exists() and p.stat().st_size < 4 * ref[0].dfp.numel() + 4 * ref[0].fp.numel() + 16 * len(ref[0].pair_i) + 4096
     again = featurize_many(images, s, derivatives=True, dtype=torch.float32, cache=FeatureCache(tmp_path / "c"))
     for a, b in zip(ref, again):
@@ -288,11 +328,11 @@ def test_density_channels_one_pass_equals_per_channel(tmp_path, derivatives):
             if derivatives:
                 assert torch.equal(f.pair_i, g.pair_i) and torch.equal(f.pair_j, g.pair_j)
                 assert torch.equal(f.dfp[:, c * n:(c + 1) * n], g.dfp)
-            a = one_pass.path(sub, atoms, torch.float64, derivatives)
-            b = per_channel.path(sub, atoms, torch.float64, derivatives)
+            a = one_pass.path(sub, atoms, torch.float64, derivatives, "b")
+            b = per_channel.path(sub, atoms, torch.float64, derivatives, "b")
             assert a.read_bytes() == b.read_bytes()
     # a partly cached structure: the missing channel is computed and stored, the result unchanged
-    one_pass.path(subs[1], images[0], torch.float64, derivatives).unlink()
+    one_pass.path(subs[1], images[0], torch.float64, derivatives, "b").unlink()
     cache = FeatureCache(tmp_path / "one")
     again = featurize_many(images, three, derivatives=derivatives, cache=cache)
     assert cache.writes == 1 and cache.hits == 3 * len(images) - 1
@@ -371,8 +411,9 @@ def test_cli_errors(tmp_path, capsys):
 
 def test_featurize_options_decide_the_chunking(monkeypatch):
     """FeaturizeOptions, passed explicitly, set how many chunks a call computes; environment variables
-    are not read; every chunking gives the same features to rounding."""
-    from mfhpo.gmp import FeaturizeOptions, kernels
+    are not read; every chunking gives the same features to rounding; records without a layout read
+    as the greedy one."""
+    from mfhpo.gmp import kernels
 
     calls = []
     real = kernels.compute_chunk
@@ -385,22 +426,28 @@ def test_featurize_options_decide_the_chunking(monkeypatch):
         feats = featurize_many(images, s, derivatives=True, options=options)
         return len(calls), feats
 
-    monkeypatch.setenv("MFHPO_GMP_SHARE_CHUNKS", "1")  # no longer a switch
-    n_own, own = chunks(None)
-    assert n_own == len(images)  # the CPU default: one structure per chunk
-    assert chunks(FeaturizeOptions(share_chunks=False))[0] == len(images)
-    n_shared, shared = chunks(FeaturizeOptions(share_chunks=True))
-    assert n_shared == 1
+    monkeypatch.setenv("MFHPO_GMP_SHARE_CHUNKS", "0")  # not a switch
+    n_default, shared = chunks(None)
+    assert n_default == 1  # the CPU default: blocked layout, small structures share a chunk
+    n_own, own = chunks(FeaturizeOptions(share_chunks=False))
+    assert n_own == len(images)
+    assert chunks(FeaturizeOptions(layout="greedy"))[0] == len(images)  # greedy on the CPU: one per chunk
     n_split, split = chunks(FeaturizeOptions(chunk_pairs=64))  # large structures cut by centres
     assert n_split > len(images)
+    _, greedy = chunks(FeaturizeOptions(layout="greedy", share_chunks=True))
     dscale = max(float(a.dfp.abs().max()) for a in own)
-    for a, b, c in zip(own, shared, split):
+    for a, b, c, g in zip(own, shared, split, greedy):
         assert torch.equal(a.pair_i, b.pair_i) and torch.equal(a.pair_j, c.pair_j)
-        for x in (b, c):
-            assert _relmax(x.fp, a.fp) < 1e-12 and float((x.dfp - a.dfp).abs().max()) < 1e-12 * dscale
-    assert FeaturizeOptions().shares_chunks("cpu") is False and FeaturizeOptions().shares_chunks("cuda") is True
-    assert FeaturizeOptions().resolved("cpu") == FeaturizeOptions(share_chunks=False)
+        assert torch.equal(a.fp, b.fp) and torch.equal(a.fp, c.fp) and torch.equal(a.dfp, c.dfp)
+        assert _relmax(g.fp, a.fp) < 1e-12 and float((g.dfp - a.dfp).abs().max()) < 1e-12 * dscale
+    assert FeaturizeOptions().shares_chunks("cpu") is True and FeaturizeOptions().shares_chunks("cuda") is True
+    assert FeaturizeOptions(layout="greedy").shares_chunks("cpu") is False
+    assert FeaturizeOptions().resolved("cpu") == FeaturizeOptions(share_chunks=True, layout="blocked")
+    assert FeaturizeOptions().resolved("cuda") == FeaturizeOptions(share_chunks=True, layout="greedy")
     assert FeaturizeOptions.from_dict(FeaturizeOptions(True, 12.0).to_dict()) == FeaturizeOptions(True, 12.0)
+    assert FeaturizeOptions.from_dict({"share_chunks": False}) == FeaturizeOptions(False, layout="greedy")
+    with pytest.raises(MfhpoError, match="layout"):
+        FeaturizeOptions(layout="tiled")
     with pytest.raises(MfhpoError, match="chunk_mb"):
         FeaturizeOptions(chunk_mb=0)
     with pytest.raises(MfhpoError, match="chunk_pairs"):

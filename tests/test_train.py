@@ -133,6 +133,55 @@ def test_continuation_equals_straight_run(demo_ds, cache, tmp_path, scheduler):
     assert strip_time(cont.learning_curve) == strip_time(straight.learning_curve)
 
 
+def test_growing_subset_continues_exactly(demo_ds, cache, tmp_path):
+    """A growing subset (curriculum fidelity): epochs train on their phase's nested subset; a checkpoint
+    of a schedule's prefix continues to the full schedule bitwise like the straight run, so a study's
+    promotions all warm start; scalers and references come from the first phase's subset."""
+    cfg = small_cfg(epochs=6, force_coefficient=0.1, scheduler="plateau", plateau_patience=1)
+    sched = [(0, 0.4), (2, 0.7), (4, 1.0)]
+    lo = Fidelity(epochs=2, subset_fraction=0.4, subset_schedule=sched[:1])
+    mid = Fidelity(epochs=4, subset_fraction=0.7, subset_schedule=sched[:2])
+    hi = Fidelity(epochs=6, subset_fraction=1.0, subset_schedule=sched)
+    assert hi.epoch_equivalents() == pytest.approx(2 * 0.4 + 2 * 0.7 + 2 * 1.0)
+    assert [hi.fraction_at(e) for e in range(6)] == [0.4, 0.4, 0.7, 0.7, 1.0, 1.0]
+    straight = run(cfg, demo_ds, tmp_path, "straight", hi, cache=cache)
+    r_lo = run(cfg, demo_ds, tmp_path, "lo", lo, cache=cache)
+    r_mid = run(cfg, demo_ds, tmp_path, "mid", mid, cache=cache, init_checkpoint=r_lo.checkpoint_path)
+    r_hi = run(cfg, demo_ds, tmp_path, "hi", hi, cache=cache, init_checkpoint=r_mid.checkpoint_path)
+    assert r_mid.warm_start["used"] and r_hi.warm_start["used"] and r_hi.warm_start["from_epoch"] == 4
+    assert r_hi.metrics == straight.metrics
+    assert strip_time(r_hi.learning_curve) == strip_time(straight.learning_curve)
+    # the first two epochs are those of a plain 0.4-subset training (same scalers, same batches)
+    plain = run(cfg, demo_ds, tmp_path, "plain", Fidelity(epochs=2, subset_fraction=0.4), cache=cache)
+    assert strip_time(plain.learning_curve) == strip_time(straight.learning_curve[:2])
+    assert r_lo.metrics == plain.metrics
+    # the growing subset trains differently from a constant full one, and a constant-subset
+    # checkpoint continues into a schedule that starts with its subset
+    full = run(cfg, demo_ds, tmp_path, "full", Fidelity(epochs=6), cache=cache)
+    assert full.metrics["val"]["energy_mae"] != straight.metrics["val"]["energy_mae"]
+    cont = run(cfg, demo_ds, tmp_path, "cont", mid, cache=cache, init_checkpoint=plain.checkpoint_path)
+    assert cont.warm_start["used"] and cont.metrics == r_mid.metrics
+    # a checkpoint whose epochs trained on another subset is refused, with the epoch named
+    other = run(cfg, demo_ds, tmp_path, "other", Fidelity(epochs=2, subset_fraction=0.7), cache=cache)
+    refused = run(cfg, demo_ds, tmp_path, "refused", mid, cache=cache, init_checkpoint=other.checkpoint_path)
+    assert not refused.warm_start["used"] and "epoch 1" in refused.warm_start["reason"]
+    with pytest.raises(ValueError):
+        Fidelity(epochs=4, subset_fraction=0.7, subset_schedule=[(0, 0.7), (2, 0.4)])
+
+
+def test_cosine_over_fixed_epochs_continues_exactly(demo_ds, cache, tmp_path):
+    """``training.schedule_epochs`` (a study's ``fidelity.schedule_epochs: top``): the cosine schedule
+    spans those epochs whatever the budget, so a shorter training's checkpoint continues exactly."""
+    cfg = small_cfg(epochs=5, scheduler="cosine", schedule_epochs=5)
+    straight = run(cfg, demo_ds, tmp_path, "straight", Fidelity(epochs=5), cache=cache)
+    lo = run(cfg, demo_ds, tmp_path, "lo", Fidelity(epochs=2), cache=cache)
+    cont = run(cfg, demo_ds, tmp_path, "cont", Fidelity(epochs=5), cache=cache, init_checkpoint=lo.checkpoint_path)
+    assert cont.warm_start["used"] and cont.metrics == straight.metrics
+    assert [r["lr"] for r in lo.learning_curve] == [r["lr"] for r in straight.learning_curve[:2]]
+    short = run(small_cfg(epochs=2, scheduler="cosine"), demo_ds, tmp_path, "short", Fidelity(epochs=2), cache=cache)
+    assert short.learning_curve[1]["lr"] < lo.learning_curve[1]["lr"]  # its own 2 epochs: decays faster
+
+
 def test_incompatible_warm_start_retrains(demo_ds, cache, tmp_path):
     cfg = small_cfg(epochs=2, scheduler="cosine")
     lo = run(cfg, demo_ds, tmp_path, "lo", Fidelity(epochs=1), cache=cache)
@@ -285,19 +334,24 @@ def test_checkpoint_records_featurize_options_and_a_typed_training_state(demo_ds
 
     ds = demo_ds.subset(range(16))
     shared = run(small_cfg(epochs=2), ds, tmp_path, "shared", featurize=FeaturizeOptions(share_chunks=True))
-    own = run(small_cfg(epochs=2), ds, tmp_path, "own")
+    own = run(small_cfg(epochs=2), ds, tmp_path, "own", featurize=FeaturizeOptions(share_chunks=False))
     ck_s, ck_o = load_checkpoint(shared.checkpoint_path), load_checkpoint(own.checkpoint_path)
-    assert ck_s["gmp_chunks"] == "shared" and featurize_options_of(ck_s) == FeaturizeOptions(share_chunks=True)
-    assert ck_o["gmp_chunks"] == "per-structure" and featurize_options_of(ck_o) == FeaturizeOptions(share_chunks=False)
+    assert ck_s["gmp_chunks"] == "shared" and featurize_options_of(ck_s) == FeaturizeOptions(True, layout="blocked")
+    assert ck_o["gmp_chunks"] == "per-structure" and featurize_options_of(ck_o) == FeaturizeOptions(False, layout="blocked")
     assert shared.metrics["val"]["energy_mae"] == pytest.approx(own.metrics["val"]["energy_mae"], rel=1e-6)
     state = TrainingState.from_checkpoint(ck_o)
     assert state.epochs_run == 2 and len(state.learning_curve) == 2 and state.best_epoch == own.best_epoch
     assert state.to_record().keys() == ck_o["resume"].keys()
     assert TrainingState.from_checkpoint({**ck_o, "resume": None}) is None
-    older = {k: v for k, v in ck_o.items() if k != "featurize"}  # gmp_chunks only: the device's default
-    assert featurize_options_of(older) == FeaturizeOptions()
+    assert shared.metrics == own.metrics  # the blocked layout: bitwise the same features either way
+    default = run(small_cfg(epochs=2), ds, tmp_path, "default")
+    assert featurize_options_of(load_checkpoint(default.checkpoint_path)) == FeaturizeOptions(True, layout="blocked")
+    layoutless = {**ck_o, "featurize": {k: v for k, v in ck_o["featurize"].items() if k != "layout"}}
+    assert featurize_options_of(layoutless) == FeaturizeOptions(False, layout="greedy")  # made before the blocked layout
+    older = {k: v for k, v in ck_o.items() if k != "featurize"}  # gmp_chunks only: that time's default
+    assert featurize_options_of(older) == FeaturizeOptions(layout="greedy")
     oldest = {k: v for k, v in older.items() if k != "gmp_chunks"}  # before one-structure-per-chunk
-    assert featurize_options_of(oldest) == FeaturizeOptions(share_chunks=True)
+    assert featurize_options_of(oldest) == FeaturizeOptions(share_chunks=True, layout="greedy")
     # a checkpoint without the new records still continues
     torch.save(older, tmp_path / "older.pt")
     cont = run(small_cfg(epochs=3), ds, tmp_path, "cont", Fidelity(epochs=3), init_checkpoint=tmp_path / "older.pt")

@@ -1,7 +1,8 @@
 """On-disk cache of fingerprints, safe under concurrent writers (several Dask worker processes).
 
-Layout: ``<root>/<setting key>/<structure hash>.<dtype>.<fp|fpd>.bin`` plus ``setting.json`` per
-setting folder for humans. A ``.bin`` entry is one flat file: an 8-byte magic, an 8-byte header
+Layout: ``<root>/<setting key>/<structure hash>.<dtype>.<fp|fpd>[.<variant>].bin`` plus
+``setting.json`` per setting folder for humans; ``variant`` names the featurizer layout that made
+the entry when it is not the greedy one (layouts differ in the last bits: "b" = blocked). A ``.bin`` entry is one flat file: an 8-byte magic, an 8-byte header
 length, a small JSON header (array name -> dtype, shape, byte offset) and the raw arrays (``fp`` and,
 with derivatives, ``pair_i``, ``pair_j``, ``dfp``, stored in the requested dtype), 64-byte aligned.
 Reading returns zero-copy ``torch.from_numpy`` views of one buffer: small entries (<= 256 KiB) are
@@ -40,7 +41,7 @@ def _pad(n: int) -> int:
 
 
 class FeatureCache:
-    """Fingerprint cache keyed by (setting.key(), structure_hash(atoms), dtype, derivatives)."""
+    """Fingerprint cache keyed by (setting.key(), structure_hash(atoms), dtype, derivatives, variant)."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -62,15 +63,16 @@ class FeatureCache:
         self._keys[id(setting)] = (setting, key)
         return key
 
-    def path(self, setting, atoms, dtype: torch.dtype, derivatives: bool) -> Path:
-        return Path(self._path(self._setting_key(setting), structure_hash(atoms), dtype, derivatives))
+    def path(self, setting, atoms, dtype: torch.dtype, derivatives: bool, variant: str = "") -> Path:
+        return Path(self._path(self._setting_key(setting), structure_hash(atoms), dtype, derivatives, variant))
 
-    def _path(self, skey: str, shash: str, dtype: torch.dtype, derivatives: bool) -> str:
+    def _path(self, skey: str, shash: str, dtype: torch.dtype, derivatives: bool, variant: str = "") -> str:
         # plain strings: a hit costs little more than the open, so pathlib's overhead showed
         dt = str(dtype).replace("torch.", "")
-        return f"{self._root_str}/{skey}/{shash}.{dt}.{'fpd' if derivatives else 'fp'}.bin"
+        tag = f".{variant}" if variant else ""
+        return f"{self._root_str}/{skey}/{shash}.{dt}.{'fpd' if derivatives else 'fp'}{tag}.bin"
 
-    def get(self, setting, atoms, dtype: torch.dtype, derivatives: bool):
+    def get(self, setting, atoms, dtype: torch.dtype, derivatives: bool, variant: str = ""):
         """Cached :class:`~mfhpo.gmp.featurizer.Features` (on the CPU) or None.
 
         A derivative entry also serves a request without derivatives.
@@ -80,7 +82,7 @@ class FeatureCache:
         skey, shash = self._setting_key(setting), structure_hash(atoms)
         for stored_dfp in ((True,) if derivatives else (False, True)):
             want_dfp = derivatives
-            arrays = _read(self._path(skey, shash, dtype, stored_dfp), _NAMES if want_dfp else ("fp",))
+            arrays = _read(self._path(skey, shash, dtype, stored_dfp, variant), _NAMES if want_dfp else ("fp",))
             if arrays is None:
                 continue
             fp = arrays["fp"]
@@ -95,9 +97,9 @@ class FeatureCache:
         self.misses += 1
         return None
 
-    def put(self, setting, atoms, dtype: torch.dtype, derivatives: bool, features) -> Path:
+    def put(self, setting, atoms, dtype: torch.dtype, derivatives: bool, features, variant: str = "") -> Path:
         skey = self._setting_key(setting)
-        p = Path(self._path(skey, structure_hash(atoms), dtype, derivatives))
+        p = Path(self._path(skey, structure_hash(atoms), dtype, derivatives, variant))
         folder = p.parent
         if folder not in self._made:
             if not folder.exists():

@@ -133,45 +133,63 @@ def featurize(atoms: Atoms, setting: GMPSetting, derivatives: bool = False, dtyp
 CPU_CHUNK_PAIRS = 32768  # measured best on OC20 (a_seed) among 16k/32k/64k pairs, with and without derivatives
 
 
+LAYOUTS = ("blocked", "greedy")
+
+
 @dataclass(frozen=True)
 class FeaturizeOptions:
-    """How :func:`featurize_many` cuts its work into chunks (never what it computes; see docs/featurizer.md).
+    """How :func:`featurize_many` lays out and cuts its work (never what it computes, beyond the last
+    bits; see docs/featurizer.md).
 
+    ``layout``: "blocked" (each centre's pairs padded to its own aligned width, fixed-shape GEMMs: a
+    structure's features are bitwise the same whatever else shares its chunk) or "greedy" (centres
+    grouped by neighbour count, GEMMs of the chunk's size: the layout of checkpoints made before the
+    blocked one, whose retrains need it); None: "blocked" on the CPU, "greedy" on CUDA.
     ``share_chunks``: several small structures per chunk (True) or one structure per chunk (False);
-    None takes the device's default: one per chunk on the CPU (a structure's features are then bitwise
-    the same whatever else is featurized in the call), shared on CUDA (kernel-launch cost).
-    ``chunk_mb``: megabytes of chunk-level per-pair buffers; None: 48 on the CPU (and at most
-    ``CPU_CHUNK_PAIRS`` pairs), 256 on CUDA. ``chunk_pairs``: pairs per chunk, overriding ``chunk_mb``
-    (tuning only).
+    None: shared, except for the greedy layout on the CPU (there one structure per chunk keeps the
+    features batch-independent). ``chunk_mb``: megabytes of chunk-level per-pair buffers; None: 48
+    on the CPU (and at most ``CPU_CHUNK_PAIRS`` pairs), 256 on CUDA. ``chunk_pairs``: pairs per chunk,
+    overriding ``chunk_mb`` (tuning only).
     """
 
     share_chunks: bool | None = None
     chunk_mb: float | None = None
     chunk_pairs: int | None = None
+    layout: str | None = None
 
     def __post_init__(self):
         if self.chunk_mb is not None and not float(self.chunk_mb) > 0:
             raise MfhpoError(f"featurize option chunk_mb must be > 0, got {self.chunk_mb}")
         if self.chunk_pairs is not None and int(self.chunk_pairs) < 1:
             raise MfhpoError(f"featurize option chunk_pairs must be >= 1, got {self.chunk_pairs}")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise MfhpoError(f"featurize option layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+
+    def layout_on(self, device) -> str:
+        """The layout used on ``device``."""
+        if self.layout is not None:
+            return self.layout
+        return "blocked" if torch.device(device).type == "cpu" else "greedy"
 
     def shares_chunks(self, device) -> bool:
         """Whether small structures share chunks on ``device``."""
         if self.share_chunks is not None:
             return bool(self.share_chunks)
-        return torch.device(device).type != "cpu"
+        return not (torch.device(device).type == "cpu" and self.layout_on(device) == "greedy")
 
     def resolved(self, device) -> FeaturizeOptions:
-        """These options with ``share_chunks`` decided for ``device`` (what a checkpoint records)."""
-        return FeaturizeOptions(self.shares_chunks(device), self.chunk_mb, self.chunk_pairs)
+        """These options with the layout and chunk sharing decided for ``device`` (what a checkpoint
+        records)."""
+        return FeaturizeOptions(self.shares_chunks(device), self.chunk_mb, self.chunk_pairs, self.layout_on(device))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> FeaturizeOptions:
+        """Options from a record; records without ``layout`` were made with the greedy one."""
         d = d or {}
-        return cls(**{k: d.get(k) for k in ("share_chunks", "chunk_mb", "chunk_pairs")})
+        return cls(**{k: d.get(k) for k in ("share_chunks", "chunk_mb", "chunk_pairs")}, layout=d.get("layout", "greedy"))
 
 
 def _chunk_pairs(plan: Plan, derivatives: bool, options: FeaturizeOptions) -> int:
@@ -209,13 +227,16 @@ def featurize_many(images: Sequence[Atoms], setting: GMPSetting, derivatives: bo
     # neighbour pairs, index tables and monomials); each channel is cached on its own, under its
     # single-channel setting, with exactly the bytes a single-channel computation stores
     subs = setting.channel_settings()
+    # the layouts round differently in the last bits: cache entries say which one made them
+    blocked = options.layout_on(dev) == "blocked"
+    variant = "b" if blocked else ""
     results: list[Features | None] = [None] * len(images)
     todo = list(range(len(images)))
     missing: dict = {}  # image -> channels without a cache entry
     if cache is not None:
         todo = []
         for k, atoms in enumerate(images):
-            parts = [cache.get(sub, atoms, dtype, derivatives) for sub in subs]
+            parts = [cache.get(sub, atoms, dtype, derivatives, variant) for sub in subs]
             if any(p is None for p in parts):
                 todo.append(k)
                 missing[k] = [c for c, p in enumerate(parts) if p is None]
@@ -229,14 +250,15 @@ def featurize_many(images: Sequence[Atoms], setting: GMPSetting, derivatives: bo
         bar = _Progress(len(todo), progress)
         ncol = plans[0].ncol
         try:
-            for idx, feats in _run(plans, images, todo, derivatives, budget, source, options.shares_chunks(dev)):
+            for idx, feats in _run(plans, images, todo, derivatives, budget, source, options.shares_chunks(dev),
+                                   blocked):
                 if dtype != torch.float64:
                     feats = feats.to(dtype=dtype)
                 results[idx] = feats
                 if cache is not None:
                     for c in missing[idx]:
                         part = feats if len(subs) == 1 else _channel_block(feats, c, ncol)
-                        cache.put(subs[c], images[idx], dtype, derivatives, part)
+                        cache.put(subs[c], images[idx], dtype, derivatives, part, variant)
                 bar.advance()
         finally:
             bar.close()
@@ -282,16 +304,18 @@ class _Progress:
             self.p.stop()
 
 
-def _run(plans: list[Plan], images, todo, derivatives: bool, budget: int, source: str, share_chunks: bool):
+def _run(plans: list[Plan], images, todo, derivatives: bool, budget: int, source: str, share_chunks: bool,
+         blocked: bool):
     """Yield (image index, Features) in order, computing chunk by chunk (chunks of about ``budget``
     pairs; a large structure is split by centres).
 
-    Without ``share_chunks`` (the CPU's default) every chunk holds pieces of one structure only, so a
-    structure's features do not depend on which other structures were featurized in the same call:
-    BLAS sums over padded pair columns and row blocks round differently for different chunk shapes
-    (1 ulp), and training amplifies such differences, so features cached by a study's low-budget
-    trials would differ from a bundle retrain's fresh ones. On CUDA small structures share chunks by
-    default (speed; CUDA training is not bitwise reproducible anyway)."""
+    A structure's features must not depend on which other structures were featurized in the same
+    call: BLAS sums over padded pair columns and row blocks round differently for different chunk
+    shapes (1 ulp), and training amplifies such differences, so features cached by a study's
+    low-budget trials would differ from a bundle retrain's fresh ones. The ``blocked`` layout (the
+    CPU's default) makes every chunk compute each centre the same way; with the greedy layout only
+    ``share_chunks=False`` (every chunk holds pieces of one structure) does. On CUDA the greedy layout
+    with shared chunks is the default (speed; CUDA training is not bitwise reproducible anyway)."""
     plan = plans[0]  # device, cutoff, elements: the same for every channel
     dev = plan.device
     pending: list = []  # pieces: (img, nb, elem, c0, c1)
@@ -303,7 +327,7 @@ def _run(plans: list[Plan], images, todo, derivatives: bool, budget: int, source
         nonlocal pending, npend
         if not pending:
             return []
-        chunk = kernels.prepare_chunk(plan, pending, derivatives)
+        chunk = kernels.prepare_chunk(plan, pending, derivatives, blocked)
         fp, dfp = kernels.compute_chunk(plans, chunk, derivatives, ws)
         done = []
         # a structure computed in one piece gets views of the chunk's output (no copy: the chunk's

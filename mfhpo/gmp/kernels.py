@@ -9,7 +9,9 @@ kernels run over long contiguous rows):
   positions), and the (i, i) entries of the sparse derivatives are filled by the centre sums below.
 * Centres are grouped by neighbour count; each centre's pairs are padded to its group's largest
   count (<= ``PAD_SLACK`` waste), so per-centre sums and per-centre chain-rule matrices are batched
-  GEMMs. Centres are numbered in group order inside the chunk (``gorder`` maps back). Padding
+  GEMMs. In the blocked layout (``PAIR_ALIGN``, ``BLOCK``) each centre is padded to its own width
+  instead and the GEMMs whose size grows with the chunk run in fixed-shape blocks, so a structure's
+  features are bitwise the same whatever shares its chunk. Centres are numbered in group order inside the chunk (``gorder`` maps back). Padding
   columns have ``d = 0`` and ``R = 0``, so they contribute nothing.
 * The radial functions are computed with pairs sorted by neighbour element (one GEMM over the
   element's Gaussians per element) and then gathered into the padded order.
@@ -33,6 +35,12 @@ import torch
 from mfhpo.gmp.plan import KIND_NORM, KIND_SIGNED, Plan
 
 PAD_SLACK = 0.2
+# the "blocked" layout (FeaturizeOptions.layout): a centre's pairs padded to a multiple of PAIR_ALIGN
+# columns (64 bytes in float64, so every centre's block starts equally aligned), and the GEMMs whose
+# size grows with the chunk computed as GEMMs of exactly BLOCK rows (pairs, centres); a centre's
+# features then do not depend on what else shares its chunk, to the bit (tests/test_gmp.py)
+PAIR_ALIGN = 8
+BLOCK = 48
 
 
 class Workspace:
@@ -66,10 +74,11 @@ class Chunk:
     gorder: torch.Tensor  # (ncentre,) chunk centre index of each group-ordered centre
     elc: torch.Tensor  # (ncentre,) element index of each group-ordered centre
     dT: torch.Tensor  # (3, npad) displacements d = r_j + T - r_i, padded
-    dsq_sorted: torch.Tensor  # (npair,) |d|^2 of the pairs sorted by neighbour element
+    dsq_sorted: torch.Tensor  # (nsorted,) |d|^2 of the pairs sorted by neighbour element (padded runs: 0)
     elem_runs: list  # (element, start, count) of the element-sorted pairs
     src: torch.Tensor  # (npad,) element-sorted index of each padded column (npair: padding)
     meta: list  # per piece: (centre offset, ncentre, unique-pair offset, nunique)
+    block: int  # rows of the fixed-shape GEMMs (blocked layout); 0: GEMMs of the chunk's size
     # derivatives only: unique (i, j) pairs of the chunk
     nupair: int = 0
     first_col: torch.Tensor | None = None  # (nupair,) column of the first pair of each (i, j); npad: none
@@ -78,9 +87,29 @@ class Chunk:
     self_up: torch.Tensor | None = None  # (ncentre,) unique index of (i, i), group order
 
 
-def _group_centres(cnt: np.ndarray):
+def _aligned_groups(cnt: np.ndarray, align: int):
+    """Each centre padded to its own width, its pair count rounded up to a multiple of ``align``;
+    centres of equal width form a group: (order, [(k0, nc, nn, col0)], column base per centre)."""
+    width = -(-cnt // align) * align
+    order = np.argsort(-width, kind="stable")
+    sw = width[order]
+    cuts = np.flatnonzero(np.diff(sw)) + 1
+    starts, ends = np.concatenate([[0], cuts]), np.concatenate([cuts, [len(sw)]])
+    groups, col_base, col0 = [], np.empty(len(cnt), dtype=np.int64), 0
+    for k, k1 in zip(starts.tolist(), ends.tolist()):
+        nn = int(sw[k])
+        col_base[order[k:k1]] = col0 + nn * np.arange(k1 - k)
+        groups.append((k, k1 - k, nn, col0))
+        col0 += nn * (k1 - k)
+    return order, groups, col_base
+
+
+def _group_centres(cnt: np.ndarray, align: int = 0):
     """Centres sorted by pair count (descending), cut greedily where the count drops below
-    ``(1 - PAD_SLACK)`` of the group's largest: (order, [(k0, nc, nn, col0)], column base per centre)."""
+    ``(1 - PAD_SLACK)`` of the group's largest: (order, [(k0, nc, nn, col0)], column base per centre).
+    ``align`` > 0: :func:`_aligned_groups` instead."""
+    if align:
+        return _aligned_groups(cnt, align)
     order = np.argsort(-cnt, kind="stable")
     sc = cnt[order]
     groups, col_base = [], np.empty(len(cnt), dtype=np.int64)
@@ -101,8 +130,10 @@ def _cat(parts: list) -> np.ndarray:
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
-def prepare_chunk(plan: Plan, pieces, derivatives: bool) -> Chunk:
-    """Index tables for ``pieces`` = [(image index, NeighborPairs, element indices, c0, c1)]."""
+def prepare_chunk(plan: Plan, pieces, derivatives: bool, blocked: bool = False) -> Chunk:
+    """Index tables for ``pieces`` = [(image index, NeighborPairs, element indices, c0, c1)];
+    ``blocked``: the blocked layout (module constants PAIR_ALIGN, BLOCK), else greedy groups."""
+    block = BLOCK if blocked else 0
     ds, dsqs, cis, els, elcs, ups, uss, meta = [], [], [], [], [], [], [], []
     coff = uoff = 0
     for (_, nb, elem, c0, c1) in pieces:
@@ -125,24 +156,31 @@ def prepare_chunk(plan: Plan, pieces, derivatives: bool) -> Chunk:
     npair = len(ci)
     cnt = np.bincount(ci, minlength=coff)
     starts = np.concatenate([[0], np.cumsum(cnt)])
-    order, groups, col_base = _group_centres(cnt)
+    order, groups, col_base = _group_centres(cnt, PAIR_ALIGN if blocked else 0)
     col = col_base[ci] + (np.arange(npair) - starts[ci])  # padded column of every pair
     npad = groups[-1][3] + groups[-1][1] * groups[-1][2]
     dT = np.zeros((3, npad))
     dT[:, col] = d.T
     eorder = np.argsort(el.astype(np.int16), kind="stable")  # 16-bit keys: radix sort
     ecount = np.bincount(el, minlength=len(plan.elements))
-    estart = np.concatenate([[0], np.cumsum(ecount)])
-    runs = [(e, int(estart[e]), int(ecount[e])) for e in np.flatnonzero(ecount)]
-    src = np.full(npad, npair, dtype=np.int64)
-    src[col[eorder]] = np.arange(npair)
+    # element runs of the sorted pairs; blocked: each run zero-padded to whole blocks (radial sums in
+    # GEMMs of BLOCK pairs), the padding column after the last run
+    width = -(-ecount // block) * block if block else ecount
+    estart = np.concatenate([[0], np.cumsum(width)])
+    runs = [(e, int(estart[e]), int(width[e])) for e in np.flatnonzero(ecount)]
+    nsorted = int(estart[-1])
+    pos = np.arange(npair) - np.repeat(np.cumsum(ecount) - ecount, ecount) + np.repeat(estart[:-1], ecount)
+    src = np.full(npad, nsorted, dtype=np.int64)
+    src[col[eorder]] = pos
+    dsq_sorted = np.zeros(nsorted)
+    dsq_sorted[pos] = dsq[eorder]
     dev = plan.device
 
     def tt(a, dtype=None):
         return torch.from_numpy(np.ascontiguousarray(a)).to(device=dev, dtype=dtype)
 
-    chunk = Chunk(coff, npad, groups, tt(order), tt(elc[order]), tt(dT, plan.dtype), tt(dsq[eorder], plan.dtype),
-                  runs, tt(src), meta)
+    chunk = Chunk(coff, npad, groups, tt(order), tt(elc[order]), tt(dT, plan.dtype), tt(dsq_sorted, plan.dtype),
+                  runs, tt(src), meta, block)
     if derivatives:
         up, us = _cat(ups), _cat(uss)
         first = np.full(uoff, npad, dtype=np.int64)
@@ -177,6 +215,9 @@ def radial(plan: Plan, chunk: Chunk, deriv: bool, ws: Workspace) -> torch.Tensor
     Rs[..., npair] = 0.0  # the padding columns gather this one
     for e, p0, cnt in chunk.elem_runs:
         eta = plan.neg_eta[e]  # (ns, K, 1)
+        if chunk.block:
+            _radial_blocks(plan, e, dsq[p0:p0 + cnt], Rs[..., p0:p0 + cnt], chunk.block, ws)
+            continue
         E = ws.get("E", (ns, eta.shape[1], cnt))
         torch.exp(torch.mul(eta, dsq[p0:p0 + cnt], out=E), out=E)
         for part in range(P):
@@ -186,6 +227,21 @@ def radial(plan: Plan, chunk: Chunk, deriv: bool, ws: Workspace) -> torch.Tensor
     R = ws.get("R", (P, nr, ns, chunk.npad))
     torch.gather(Rs.transpose(1, 2), 3, chunk.src.expand(P, nr, ns, -1), out=R)
     return R
+
+
+def _radial_blocks(plan: Plan, e: int, dsq: torch.Tensor, out: torch.Tensor, block: int, ws: Workspace) -> None:
+    """The radial sums of one element run in GEMMs of exactly ``block`` pairs each (batch = sigma x
+    block), so that a pair's value does not depend on how many pairs the run holds; ``out`` (P, ns,
+    nr, cnt) with cnt a multiple of ``block``."""
+    P, ns, nr, cnt = out.shape
+    nblk, K = cnt // block, plan.neg_eta[e].shape[1]
+    E = ws.get("E", (ns, nblk, K, block))
+    torch.mul(plan.neg_eta[e].view(ns, 1, K, 1), dsq.view(1, nblk, 1, block), out=E).exp_()
+    for part in range(P):
+        W = plan.WT[e][:, part * nr:(part + 1) * nr]  # (ns, nr, K)
+        Rb = torch.bmm(W[:, None].expand(ns, nblk, nr, K).reshape(ns * nblk, nr, K), E.view(ns * nblk, K, block),
+                       out=ws.get("Rb", (ns * nblk, nr, block)))
+        out[part].view(ns, nr, nblk, block).copy_(Rb.view(ns, nblk, nr, block).transpose(1, 2))
 
 
 def _apply_cosine(plan: Plan, Rv: torch.Tensor, dsq: torch.Tensor, deriv: bool) -> None:
@@ -229,6 +285,23 @@ def _centre_view(t: torch.Tensor, c0: int, nc: int, nn: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def _mm(a: torch.Tensor, b: torch.Tensor, block: int) -> torch.Tensor:
+    """``a @ b`` for (M, K) @ (K, N) or (B, M, K) @ (B, K, N); with ``block`` > 0 computed as GEMMs of
+    exactly ``block`` rows (the last block zero-padded), so that a row's result does not depend on M
+    or on where the row sits (BLAS kernels treat remainder rows differently)."""
+    if not block:
+        return a @ b
+    flat = a.dim() == 2
+    a3, b3 = (a[None], b[None]) if flat else (a, b)
+    nbat, m, k = a3.shape
+    nblk = -(-m // block)
+    ap = a3.new_zeros((nbat, nblk * block, k))
+    ap[:, :m] = a3
+    bb = b3[:, None].expand(nbat, nblk, k, b3.shape[-1]).reshape(nbat * nblk, k, b3.shape[-1])
+    out = torch.bmm(ap.view(nbat * nblk, block, k), bb).view(nbat, nblk * block, -1)[:, :m]
+    return out[0] if flat else out
+
+
 def component_sums(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor) -> torch.Tensor:
     """mu (ncentre, ns*nslot) in group order. Small settings (``plan.csum_full``): per group one
     batched GEMM of all monomials with all radial functions, then the full constant map. Otherwise
@@ -242,7 +315,9 @@ def component_sums(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor) 
         for k0, ng, nn, c0 in chunk.groups:
             if nn:
                 torch.bmm(_centre_view(Dm, c0, ng, nn), _centre_view(R0, c0, ng, nn).transpose(1, 2), out=X[k0:k0 + ng])
-        return torch.addmm(plan.mu_self.index_select(0, chunk.elc), X.view(nc, -1), plan.Afull)
+        if not chunk.block:
+            return torch.addmm(plan.mu_self.index_select(0, chunk.elc), X.view(nc, -1), plan.Afull)
+        return _mm(X.view(nc, -1), plan.Afull, chunk.block).add_(plan.mu_self.index_select(0, chunk.elc))
     X = torch.zeros((nc, plan.nx), dtype=plan.dtype, device=plan.device)  # blocks (l: mono, radial, sigma)
     off = plan.deg_off
     for l, ra, rb, x0, x1 in plan.x_blocks:
@@ -254,16 +329,17 @@ def component_sums(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor) 
                           out=Xl[k0:k0 + ng])
     # X columns (x, sigma) -> per sigma (ns, nc, nx / ns) @ (ns, nx / ns, nslot)
     Xs = X.view(nc, plan.nx // ns, ns).permute(2, 0, 1)
-    mu = torch.bmm(Xs, plan.Xcoef).transpose(0, 1).reshape(nc, ns * plan.nslot)
+    mu = _mm(Xs, plan.Xcoef, chunk.block).transpose(0, 1).reshape(nc, ns * plan.nslot)
     return mu.add_(plan.mu_self.index_select(0, chunk.elc))
 
 
-def features(plan: Plan, mu: torch.Tensor, need_grad: bool):
-    """Features (nc, ncol) from component sums (nc, ns*nslot); with ``need_grad`` also dF/dmu (nc, ncc)."""
+def features(plan: Plan, mu: torch.Tensor, need_grad: bool, block: int = 0):
+    """Features (nc, ncol) from component sums (nc, ns*nslot); with ``need_grad`` also dF/dmu (nc, ncc);
+    ``block``: the sums over components in GEMMs of that many centres (:func:`_mm`)."""
     mcc = mu if plan.cc_identity else mu[:, plan.cc_fi]
     wm = mcc * plan.cc_w
-    sq = (wm * mcc) @ plan.S  # sum_c w mu^2 per column
-    lin = wm @ plan.S
+    sq = _mm(wm * mcc, plan.S, block)  # sum_c w mu^2 per column
+    lin = _mm(wm, plan.S, block)
     kind = plan.kind
     norm = sq.clamp_min(0).sqrt()
     # gmp: F <= 1e-8 -> 0; ordernorm: F < 1e-2 -> 0
@@ -409,7 +485,7 @@ def compute_chunk(plans, chunk: Chunk, derivatives: bool, ws: Workspace):
 def _compute_channel(plan: Plan, chunk: Chunk, derivatives: bool, ws: Workspace, Dm: torch.Tensor, scratch: bool):
     R = radial(plan, chunk, derivatives, ws)
     mu = component_sums(plan, chunk, R, Dm)
-    F, G = features(plan, mu, need_grad=derivatives)
+    F, G = features(plan, mu, need_grad=derivatives, block=chunk.block)
     fp = torch.empty_like(F)
     fp[chunk.gorder] = F
     if not derivatives:

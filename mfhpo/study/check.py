@@ -179,7 +179,7 @@ def budget_ladder(fid) -> list[dict]:
         t = _position(float(b), fid.min_budget, fid.max_budget, fid.epochs.scale)
         exact = _interp(t, fid.epochs.min, fid.epochs.max, fid.epochs.scale)
         out.append({"budget": b, "epochs": fb.epochs, "epochs_exact": exact, "subset_fraction": fb.subset_fraction,
-                    "rounded": not math.isclose(exact, fb.epochs, abs_tol=1e-9)})
+                    "rounded": not math.isclose(exact, fb.epochs, abs_tol=1e-9), "fidelity": fb})
     return out
 
 
@@ -188,8 +188,13 @@ def ladder_lines(fid) -> list[str]:
     lines = []
     for r in lad:
         note = f"  (epochs {r['epochs_exact']:.4g} rounded to {r['epochs']})" if r["rounded"] else ""
-        lines.append(f"  budget {r['budget']:.4g}: {r['epochs']} epochs on {r['subset_fraction']:.4g} of the "
-                     f"training split{note}")
+        fb = r["fidelity"]
+        if fb.subset_schedule is None:
+            what = f"{r['epochs']} epochs on {r['subset_fraction']:.4g} of the training split"
+        else:  # curriculum: the epochs of each phase on its subset
+            what = f"{r['epochs']} epochs: " + ", ".join(
+                f"{e0 + 1}-{e1} on {f:.4g}" for e0, e1, f in fb.phases()) + " of the training split"
+        lines.append(f"  budget {r['budget']:.4g}: {what}{note}")
     pairs = [(r["epochs"], r["subset_fraction"]) for r in lad]
     if len(set(pairs)) < len(pairs):
         lines.append("  warning: two rungs train the same epochs on the same subset (widen fidelity.epochs)")

@@ -85,6 +85,9 @@ class SubsetAxis(_Strict):
     saturate_at: Optional[float] = Field(
         None, gt=0, description="budget at which the subset reaches max (so that top rungs can warm start)"
     )
+    curriculum: bool = Field(
+        False, description="the subset grows with the epochs: each epoch trains on the subset of the lowest rung "
+                           "that reaches it, so every promotion continues its lower-budget checkpoint exactly")
 
     @model_validator(mode="after")
     def _order(self) -> "SubsetAxis":
@@ -102,6 +105,9 @@ class FidelitySection(_Strict):
     epochs: EpochAxis
     subset: SubsetAxis = Field(default_factory=SubsetAxis)
     warm_start: bool = True
+    schedule_epochs: Literal["trial", "top"] = Field(
+        "trial", description="what a cosine learning-rate schedule spans: each trial's epochs, or the top budget's "
+                             "(every budget then follows one schedule, so promotions can continue)")
 
     @model_validator(mode="after")
     def _order(self) -> "FidelitySection":

@@ -2,7 +2,9 @@
 
 Both axes interpolate between ``(min_budget -> min)`` and ``(max_budget -> max)``, linearly or on a
 log scale in the budget. The subset may saturate earlier (``subset.saturate_at``): from that budget
-on it stays at ``subset.max`` so that the top rungs train on the same data and can warm start.
+on it stays at ``subset.max`` so that the top rungs train on the same data and can warm start. Or it
+grows with the epochs (``subset.curriculum``): every rung's epochs continue the rung below on a
+larger subset, so every promotion can warm start.
 """
 
 from __future__ import annotations
@@ -27,17 +29,36 @@ def _interp(t: float, a: float, b: float, scale: str) -> float:
     return a + t * (b - a)
 
 
-def budget_to_fidelity(fid, budget: float | None) -> Fidelity:
-    """Map a SMAC budget (None: full budget) to epochs and subset fraction with the study's mapping."""
-    if budget is None:
-        budget = fid.max_budget
+def _epochs_and_subset(fid, budget: float) -> tuple[int, float]:
     t = _position(float(budget), fid.min_budget, fid.max_budget, fid.epochs.scale)
     epochs = int(round(_interp(t, fid.epochs.min, fid.epochs.max, fid.epochs.scale)))
     top = fid.subset.saturate_at if fid.subset.saturate_at is not None else fid.max_budget
     ts = _position(float(budget), fid.min_budget, top, fid.subset.scale)
     subset = _interp(min(ts, 1.0), fid.subset.min, fid.subset.max, fid.subset.scale)
-    subset = min(1.0, max(1e-6, round(subset, 6)))
-    return Fidelity(epochs=max(1, epochs), subset_fraction=subset)
+    return max(1, epochs), min(1.0, max(1e-6, round(subset, 6)))
+
+
+def budget_to_fidelity(fid, budget: float | None) -> Fidelity:
+    """Map a SMAC budget (None: full budget) to epochs and subset fraction with the study's mapping.
+
+    With ``subset.curriculum`` the subset grows with the epochs instead: the epochs of rung k (after
+    those of rung k-1) train on rung k's subset, so the schedule of a budget is a prefix of every
+    higher budget's and a promotion continues its checkpoint exactly (docs/studies.md)."""
+    if budget is None:
+        budget = fid.max_budget
+    epochs, subset = _epochs_and_subset(fid, budget)
+    if not fid.subset.curriculum:
+        return Fidelity(epochs=epochs, subset_fraction=subset)
+    schedule: list[tuple[int, float]] = []
+    start = 0
+    for b in [r for r in rungs(fid) if r < float(budget) * (1 - 1e-9)] + [float(budget)]:
+        e, f = _epochs_and_subset(fid, b)
+        if start >= epochs or e <= start:
+            continue
+        if not schedule or f > schedule[-1][1]:
+            schedule.append((start, f))
+        start = e
+    return Fidelity(epochs=epochs, subset_fraction=schedule[-1][1], subset_schedule=schedule)
 
 
 def rungs(fid) -> list[float]:

@@ -41,7 +41,7 @@ def warm_chain(records: dict[int, TrialRecord], inc: TrialRecord) -> list[dict]:
         chain.append(cur)
     chain.reverse()
     return [{"trial_id": r.trial_id, "budget": r.budget, "epochs": r.epochs, "subset_fraction": r.subset_fraction,
-             "init_from_previous": k > 0, "epochs_run": r.epochs_run, "stopped_reason": r.stopped_reason,
+             **({"subset_schedule": r.subset_schedule} if r.subset_schedule else {}), "init_from_previous": k > 0, "epochs_run": r.epochs_run, "stopped_reason": r.stopped_reason,
              "val": (r.metrics or {}).get("val")} for k, r in enumerate(chain)]
 
 
@@ -161,6 +161,8 @@ def _train_commands(chain: list[dict], data_name: str) -> str:
         o = f"retrain_out/step{k}"
         cmd = (f"mfhpo train config.yaml --data {data_name} --out {o} --epochs {step['epochs']} "
                f"--subset {step['subset_fraction']}")
+        if step.get("subset_schedule"):
+            cmd += " --subset-schedule " + ",".join(f"{e}:{f:g}" for e, f in step["subset_schedule"])
         if prev:
             cmd += f" --init-checkpoint {prev}/checkpoint.pt"
         lines.append(cmd)
@@ -280,7 +282,9 @@ def retrain(bundle_dir: Path, out: Path, data: Optional[Path] = None, device: Op
         sdir = out / f"step{k}_trial{step['trial_id']}"
         print(f"step {k + 1}/{len(man['chain'])}: {step['epochs']} epochs, subset {step['subset_fraction']}"
               + (f", warm start from {prev}" if prev else ""), flush=True)
-        res = train(cfg, ds, Fidelity(epochs=int(step["epochs"]), subset_fraction=float(step["subset_fraction"])), sdir,
+        fid = Fidelity(epochs=int(step["epochs"]), subset_fraction=float(step["subset_fraction"]),
+                       subset_schedule=step.get("subset_schedule"))
+        res = train(cfg, ds, fid, sdir,
                     init_checkpoint=prev, device=dev, progress=False, featurize=featurize)
         if k > 0 and not res.warm_start.get("used"):
             print(f"warning: warm start not used ({res.warm_start.get('reason')})", file=sys.stderr)

@@ -63,6 +63,8 @@ class StageLoop:
         flat = {**self.fixed, **searched}
         cfg = materialize(study, run.spec, flat)
         cfg.training.epochs = fb.epochs
+        if study.fidelity.schedule_epochs == "top" and cfg.training.scheduler == "cosine":
+            cfg.training.schedule_epochs = budget_to_fidelity(study.fidelity, study.fidelity.max_budget).epochs
         cfg_json = cfg.model_dump(mode="json")
         tdir = run.rd.trial_dir(tid)
         tdir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +82,8 @@ class StageLoop:
                          base_dir=str(study.base_dir))
         rec = TrialRecord(trial_id=tid, config_id=config_id, stage=self.stage, optimizer=run.kind, budget=budget,
                           smac_budget=info.budget, smac_seed=info.seed, seed=cfg.seed, epochs=fb.epochs,
-                          subset_fraction=fb.subset_fraction, status=TrialStatus.RUNNING, cost=None,
+                          subset_fraction=fb.subset_fraction, subset_schedule=fb.subset_schedule,
+                          status=TrialStatus.RUNNING, cost=None,
                           searched=searched, params=full_flat(run.spec, flat), config=cfg_json,
                           init_checkpoint=warm.checkpoint, warm_start_from_trial=warm.from_trial,
                           submitted_at=now_iso())

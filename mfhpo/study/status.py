@@ -50,7 +50,7 @@ def summarize(rundir: Path) -> dict:
         "promotions": len(tried),
         "warm_started": len(warm),
         "epochs_saved": sum(int(r.epochs_saved or 0) for r in warm),
-        "epoch_equivalents_saved": sum(int(r.epochs_saved or 0) * float(r.subset_fraction) for r in warm),
+        "epoch_equivalents_saved": sum(r.fidelity().epoch_equivalents(0, int(r.epochs_saved or 0)) for r in warm),
         "time_saved_s": sum(float(r.time_saved_s or 0) for r in warm),
         "not_used_reasons": sorted({(r.warm_start or {}).get("reason") for r in tried if not r.warm_started} - {None}),
     }

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, Iterable, NamedTuple, Optional, TypeVar
 
+from mfhpo.config import Fidelity
 from mfhpo.study.config import MetricSection
 
 
@@ -153,6 +154,8 @@ class TrialResult:
 _WHEN_KNOWN = ("metrics", "timings", "device", "worker", "started_at", "finished_at", "error", "stopped_reason",
                "best_epoch", "started_unix", "finished_unix", "checkpoint", "epochs_run", "warm_start",
                "epochs_trained", "epochs_saved", "epoch_equivalents", "time_saved_s")
+# fields written only when set (a trial without a growing subset has no subset_schedule)
+_WHEN_SET = ("subset_schedule",)
 
 
 @dataclass
@@ -169,6 +172,7 @@ class TrialRecord:
     seed: Optional[int] = None
     epochs: Optional[int] = None
     subset_fraction: Optional[float] = None
+    subset_schedule: Optional[list] = None  # a growing subset: [[first epoch, fraction], ...]
     status: TrialStatus = TrialStatus.RUNNING
     cost: Optional[float] = None
     searched: dict = field(default_factory=dict)  # the values SMAC chose (active ones)
@@ -206,7 +210,7 @@ class TrialRecord:
             if f.name == "extra":
                 continue
             v = getattr(self, f.name)
-            if v is None and f.name in _WHEN_KNOWN:
+            if v is None and (f.name in _WHEN_KNOWN or f.name in _WHEN_SET):
                 continue
             out[f.name] = v
         out.update(self.extra)
@@ -253,6 +257,12 @@ class TrialRecord:
         self.epochs_run = result.epochs_run
         self._bookkeeping(dict(result.warm_start or {"used": False}))
 
+    def fidelity(self) -> Fidelity:
+        """The budget this trial trains: epochs and its (possibly growing) subset."""
+        epochs = max(1, int(self.epochs or 0), int(self.epochs_run or 0))
+        return Fidelity(epochs=epochs, subset_fraction=float(self.subset_fraction or 1.0),
+                        subset_schedule=self.subset_schedule)
+
     def record_crash(self, error: str, finished_at: str, total_s: float) -> None:
         """The worker died (or its future was lost): no result came back."""
         self.status, self.cost, self.error, self.finished_at = TrialStatus.CRASHED, None, error, finished_at
@@ -266,7 +276,7 @@ class TrialRecord:
         trained = max(0, int(self.epochs_run or 0) - from_epoch)
         self.epochs_trained = trained
         self.epochs_saved = from_epoch
-        self.epoch_equivalents = trained * float(self.subset_fraction)
+        self.epoch_equivalents = self.fidelity().epoch_equivalents(from_epoch, from_epoch + trained) if trained else 0.0
         train_s = float((self.timings or {}).get("train_s") or 0.0)
         self.time_saved_s = from_epoch * train_s / trained if trained and from_epoch else 0.0
 
