@@ -102,7 +102,7 @@ if str(REPO) not in sys.path:
 
 from mfhpo.study.config import load_study
 from mfhpo.study.dispatcher import Pending
-from mfhpo.study.objective import now_iso, run_trial
+from mfhpo.study.objective import run_trial
 from mfhpo.study.rundir import RunDir
 from mfhpo.study.runner import StudyRun
 
@@ -322,25 +322,14 @@ class SimStudyRun(StudyRun):
     def note(self, msg: str) -> None:
         print(f"[mfhpo] {msg}", flush=True)  # to the run's driver.log (main() redirects stdout)
 
-    def run_stage(self, stage: str, share_end: float, handle) -> None:
-        """``StudyRun.run_stage``'s calls, with the simulator in place of ``StageLoop.run_loop``."""
-        from mfhpo.study.loop import StageLoop
-        from mfhpo.study.optuna_mirror import _Off, open_mirror
-        from mfhpo.study.resume import open_stage_optimizer
-        from mfhpo.study.space import to_configspace
-        from mfhpo.study.stages import fixed_for_stage, stage_tags
+    def open_mirror(self, stage: str, cs):
+        from mfhpo.study.optuna_mirror import _Off
 
-        study, rd = self.study, self.rd
-        fixed = fixed_for_stage(study, self.spec, stage, self.state, rd.root)
-        cs = to_configspace(self.spec, seed=study.seed, tags=stage_tags(stage), fixed_flat=fixed)
-        stage_recs = [r for r in self.records.values() if r.stage == stage]
-        opt = open_stage_optimizer(self.kind, study, rd, stage, cs, stage_recs, self.note)
-        mirror = open_mirror(rd.root, study.name, stage, cs, study.metric, note=self.note) if self.mirror else _Off()
-        mirror.sync(stage_recs)
-        loop = StageLoop(self, stage, share_end, opt, fixed, mirror)
-        summary = Simulator(self, loop, opt).run_stage()
-        self.state.setdefault("dispatch", []).append({"stage": stage, **summary, "at": now_iso()})
-        self.save_state(force=True)
+        return super().open_mirror(stage, cs) if self.mirror else _Off()
+
+    def run_loop(self, loop, handle) -> dict:
+        """The simulator in place of ``StageLoop.run_loop``."""
+        return Simulator(self, loop, loop.opt).run_stage()
 
     def finished_one(self, tid: int) -> None:
         self.finish_order.append(tid)

@@ -210,7 +210,6 @@ class StudyRun:
     def run_stage(self, stage: str, share_end: float, handle) -> None:
         """One stage: its space, its optimizer (resumed), the loop, and what the next stage needs."""
         from mfhpo.study.loop import StageLoop
-        from mfhpo.study.optuna_mirror import open_mirror
         from mfhpo.study.resume import open_stage_optimizer
 
         study, rd = self.study, self.rd
@@ -218,10 +217,10 @@ class StudyRun:
         cs = to_configspace(self.spec, seed=study.seed, tags=stage_tags(stage), fixed_flat=fixed)
         stage_recs = [r for r in self.records.values() if r.stage == stage]
         opt = open_stage_optimizer(self.kind, study, rd, stage, cs, stage_recs, self.note)
-        mirror = open_mirror(rd.root, study.name, stage, cs, study.metric, note=self.note)
+        mirror = self.open_mirror(stage, cs)
         mirror.sync(stage_recs)
         loop = StageLoop(self, stage, share_end, opt, fixed, mirror)
-        summary = loop.run_loop(handle)
+        summary = self.run_loop(loop, handle)
         if summary.get("exhausted"):
             self.note(f"stage {stage}: the search space has no new configuration left; stage ends early")
         self.state.setdefault("dispatch", []).append({"stage": stage, **summary, "at": now_iso()})
@@ -232,6 +231,16 @@ class StudyRun:
             self.state.setdefault("stages", {})["descriptor"] = {
                 "done": True, "best_trial": inc.trial_id, "best_flat": descriptor_choice(self.spec, inc.searched)}
         self.save_state(force=True)
+
+    def open_mirror(self, stage: str, cs):
+        """The stage's Optuna journal mirror (benchmarks/driver_sim.py can switch it off)."""
+        from mfhpo.study.optuna_mirror import open_mirror
+
+        return open_mirror(self.rd.root, self.study.name, stage, cs, self.study.metric, note=self.note)
+
+    def run_loop(self, loop, handle) -> dict:
+        """Run a stage's trials on the cluster (benchmarks/driver_sim.py runs them on a virtual clock)."""
+        return loop.run_loop(handle)
 
     def start_cluster(self, ccfg):
         """Start the study's Dask cluster (benchmarks/driver_scale.py substitutes simulated workers)."""
