@@ -14,7 +14,7 @@ from mfhpo.errors import MfhpoError
 
 def _featurize_options(share_chunks: Optional[bool], chunk_mb: Optional[float], chunk_pairs: Optional[int],
                        layout: Optional[str] = None):
-    """The ``--share-chunks``, ``--chunk-mb``, ``--chunk-pairs`` and ``--layout`` flags as FeaturizeOptions."""
+    """The ``--share-chunks``, ``--chunk-mb``, ``--chunk-pairs`` and ``--chunk-layout`` flags as FeaturizeOptions."""
     from mfhpo.gmp.featurizer import FeaturizeOptions
 
     return FeaturizeOptions(share_chunks=share_chunks, chunk_mb=chunk_mb, chunk_pairs=chunk_pairs, layout=layout)

@@ -272,10 +272,11 @@ def plan_split(cfg: TrialConfig, dataset: Dataset, budget: Fidelity, split: Opti
     val_idx = np.asarray(split.val, dtype=np.int64)
     test_idx = np.asarray(split.test, dtype=np.int64) if eval_test else np.zeros(0, np.int64)
     phases: list[tuple[int, Optional[np.ndarray]]] = []
+    first = train_idx
     for e0, _, frac in budget.phases():
         idx = nested_subset(split.train, frac, seed=cfg.split.seed)  # nested: a subset of train_idx
+        first = idx if e0 == 0 else first
         phases.append((e0, None if len(idx) == len(train_idx) else np.searchsorted(train_idx, idx)))
-    first = nested_subset(split.train, budget.fraction_at(0), seed=cfg.split.seed)
     return SplitPlan(split, train_idx, val_idx, test_idx, split_hash(split, first), phases)
 
 
@@ -760,8 +761,9 @@ def train_command(config: Path, data: Path, out: Path, *, epochs: Optional[int] 
         budget = Fidelity(epochs=epochs if epochs is not None else cfg.training.epochs, subset_fraction=subset,
                           subset_schedule=schedule)
     except Exception:
-        raise MfhpoError(f"--epochs must be >= 1, --subset in (0, 1] and --subset-schedule EPOCH:FRACTION,... from "
-                         f"epoch 0, increasing, ending at --subset (got {epochs}, {subset}, {subset_schedule})") from None
+        raise MfhpoError(f"--epochs must be >= 1, --subset in (0, 1] and --subset-schedule EPOCH:FRACTION,... "
+                         f"from epoch 0, increasing, ending at --subset (got {epochs}, {subset}, "
+                         f"{subset_schedule})") from None
     console = Console(stderr=True)
     ds = load_dataset(data, group_key=cfg.split.group_key)
     # a held-out test split (split.test_fraction > 0) is scored once at the end, never used for selection

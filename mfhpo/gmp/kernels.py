@@ -11,8 +11,9 @@ kernels run over long contiguous rows):
   count (<= ``PAD_SLACK`` waste), so per-centre sums and per-centre chain-rule matrices are batched
   GEMMs. In the blocked layout (``PAIR_ALIGN``, ``BLOCK``) each centre is padded to its own width
   instead and the GEMMs whose size grows with the chunk run in fixed-shape blocks, so a structure's
-  features are bitwise the same whatever shares its chunk. Centres are numbered in group order inside the chunk (``gorder`` maps back). Padding
-  columns have ``d = 0`` and ``R = 0``, so they contribute nothing.
+  features are bitwise the same whatever shares its chunk. Centres are numbered in group order
+  inside the chunk (``gorder`` maps back). Padding columns have ``d = 0`` and ``R = 0``, so they
+  contribute nothing.
 * The radial functions are computed with pairs sorted by neighbour element (one GEMM over the
   element's Gaussians per element) and then gathered into the padded order.
 * Derivatives per pair are formed per group, feature-major, into a chunk buffer that one 2-D
@@ -87,21 +88,26 @@ class Chunk:
     self_up: torch.Tensor | None = None  # (ncentre,) unique index of (i, i), group order
 
 
+def _columns(n: int, order: np.ndarray, bounds: list, width: np.ndarray):
+    """Groups ``order[k:k1]`` of centres for ``(k, k1)`` in ``bounds``, each centre padded to
+    ``width[k]`` columns: (order, [(k0, nc, nn, col0)], column base per centre)."""
+    groups, col_base, col0 = [], np.empty(n, dtype=np.int64), 0
+    for k, k1 in bounds:
+        nn = int(width[k])
+        col_base[order[k:k1]] = col0 + nn * np.arange(k1 - k)
+        groups.append((k, k1 - k, nn, col0))
+        col0 += nn * (k1 - k)
+    return order, groups, col_base
+
+
 def _aligned_groups(cnt: np.ndarray, align: int):
     """Each centre padded to its own width, its pair count rounded up to a multiple of ``align``;
     centres of equal width form a group: (order, [(k0, nc, nn, col0)], column base per centre)."""
     width = -(-cnt // align) * align
     order = np.argsort(-width, kind="stable")
     sw = width[order]
-    cuts = np.flatnonzero(np.diff(sw)) + 1
-    starts, ends = np.concatenate([[0], cuts]), np.concatenate([cuts, [len(sw)]])
-    groups, col_base, col0 = [], np.empty(len(cnt), dtype=np.int64), 0
-    for k, k1 in zip(starts.tolist(), ends.tolist()):
-        nn = int(sw[k])
-        col_base[order[k:k1]] = col0 + nn * np.arange(k1 - k)
-        groups.append((k, k1 - k, nn, col0))
-        col0 += nn * (k1 - k)
-    return order, groups, col_base
+    cuts = (np.flatnonzero(np.diff(sw)) + 1).tolist()
+    return _columns(len(cnt), order, list(zip([0] + cuts, cuts + [len(sw)])), sw)
 
 
 def _group_centres(cnt: np.ndarray, align: int = 0):
@@ -112,18 +118,15 @@ def _group_centres(cnt: np.ndarray, align: int = 0):
         return _aligned_groups(cnt, align)
     order = np.argsort(-cnt, kind="stable")
     sc = cnt[order]
-    groups, col_base = [], np.empty(len(cnt), dtype=np.int64)
-    k, col0 = 0, 0
+    bounds, k = [], 0
     while k < len(sc):
         nn = int(sc[k])
         k1 = max(int(np.searchsorted(-sc, -(1.0 - PAD_SLACK) * nn, side="right")), k + 1)
         if nn == 0:
             k1 = len(sc)  # centres without neighbours: one group, no columns
-        col_base[order[k:k1]] = col0 + nn * np.arange(k1 - k)
-        groups.append((k, k1 - k, nn, col0))
-        col0 += nn * (k1 - k)
+        bounds.append((k, k1))
         k = k1
-    return order, groups, col_base
+    return _columns(len(cnt), order, bounds, sc)
 
 
 def _cat(parts: list) -> np.ndarray:

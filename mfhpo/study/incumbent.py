@@ -41,7 +41,8 @@ def warm_chain(records: dict[int, TrialRecord], inc: TrialRecord) -> list[dict]:
         chain.append(cur)
     chain.reverse()
     return [{"trial_id": r.trial_id, "budget": r.budget, "epochs": r.epochs, "subset_fraction": r.subset_fraction,
-             **({"subset_schedule": r.subset_schedule} if r.subset_schedule else {}), "init_from_previous": k > 0, "epochs_run": r.epochs_run, "stopped_reason": r.stopped_reason,
+             **({"subset_schedule": r.subset_schedule} if r.subset_schedule else {}),
+             "init_from_previous": k > 0, "epochs_run": r.epochs_run, "stopped_reason": r.stopped_reason,
              "val": (r.metrics or {}).get("val")} for k, r in enumerate(chain)]
 
 
