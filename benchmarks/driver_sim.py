@@ -32,9 +32,10 @@ What is simulated:
   SMAC, then ask ahead (``--prefetch`` trials, ``optimizer_options.prefetch``). Trial-count budget
   checks are the real ``StageLoop.may_start``.
 * **Due times on the virtual clock.** state.json (every 5 s, ``StudyRun.save_state``) and SMAC's
-  state files (every ``optimizer_options.smac_save_s`` = 10 s, ``Optimizer.tell``) are written when
-  due in virtual time: the same rules as ``StudyRun.save_state`` and ``Optimizer.tell``, re-stated
-  here with the virtual clock (``Optimizer.tell(save=False)`` then ``Optimizer.save()`` when due).
+  state files (``Optimizer.save_due``: ``optimizer_options.smac_save_s`` = 10 s and results enough
+  to spread the write's cost at 10 ms each) are written when due in virtual time: the rule of
+  ``StudyRun.save_state`` re-stated with the virtual clock, and ``Optimizer.tell(save=False)`` then
+  ``Optimizer.save()`` when ``Optimizer.save_due`` says so for the virtual seconds since the last write.
   Trial records carry virtual start/end times (``started_unix``, ``finished_unix``, durations).
 * **No Dask.** No scheduler, futures or ``n_slots()`` round trips (benchmarks/driver_scale.py has
   them); the resident memory is the driver's alone, without Dask's scheduler.
@@ -68,7 +69,7 @@ Printed per worker count and window (the trials finished since the previous row)
 * ``driver/trial``: ask + submit + finish + tell of the same trial, median / mean, ms;
 * ``cpu med``: the medians of ask, tell+rec and driver/trial in the thread's CPU time
   (``time.thread_time``: without the waits for a loaded machine's CPUs and disk);
-* ``scan med``: the part of each ask spent in ASHA's scans of the run history (``_rungs_from_history``
+* ``scan med``: the part of each ask spent in ASHA's reading of the run history (``_read_history``
   and ``promotable`` of mfhpo.study.asha, timed by wrapping them on the intensifier), median, ms;
 * ``smac save``: SMAC state writes in the window and their mean, ms;
 * ``rss``: resident memory of this process; ``virt h``: the virtual time; ``real s``: wall time.
@@ -156,9 +157,9 @@ class Simulator:
     # ---- the driver's steps (each real, timed, on the clock) ----------------------------------
     def watch_asha(self) -> None:
         """Time ASHA's scans of the run history inside each ask (``AsyncSuccessiveHalving``'s
-        ``_rungs_from_history`` and ``promotable``, wrapped on the instance; smac-mf async only)."""
+        ``_read_history`` and ``promotable``, wrapped on the instance; smac-mf async only)."""
         intens = getattr(self.opt.facade, "intensifier", None)
-        for name in ("_rungs_from_history", "promotable"):
+        for name in ("_read_history", "promotable"):
             fn = getattr(intens, name, None)
             if fn is None:
                 continue
@@ -222,7 +223,7 @@ class Simulator:
 
         def step():  # Optimizer.tell with its save interval on the virtual clock
             self.opt.tell(info, value, save=False)
-            if self.now - self.last_smac_save >= self.opt.save_interval_s:
+            if self.opt.save_due(self.now - self.last_smac_save):
                 t0 = time.perf_counter()
                 self.opt.save()
                 self.run.smac_saves.append((len(self.run.finish_order), time.perf_counter() - t0))

@@ -106,6 +106,36 @@ def test_no_waiting_and_promotion_before_the_rung_is_full(tmp_path):
     assert syn.ask().budget == 1.0
 
 
+def test_incremental_view_of_the_history_equals_a_full_read(tmp_path):
+    """ASHA reads only what changed since the last ask (new entries, trials that were RUNNING). With
+    several trials out at once, results told out of order and crashes, its rankings after every ask
+    equal a read of the whole run history from the start, and every promotion is a top-1/3 result."""
+    import random
+
+    opt = _opt(tmp_path, max_budget=27.0)
+    intens, rng, out = opt.facade.intensifier, random.Random(0), []
+
+    def view():
+        return {k: list(v) for k, v in intens._ranked.items() if v}, dict(intens._present)
+
+    for step in range(90):
+        while len(out) < 6:
+            info = opt.ask()
+            if info.budget > 1.0:
+                assert _in_top_third(opt, info)
+            out.append(info)
+            intens._read_history()  # what the next ask reads first
+            live = view()
+            intens._forget_history()
+            intens._read_history()
+            assert view() == live, f"step {step}"
+        info = out.pop(rng.randrange(len(out)))
+        status = StatusType.CRASHED if rng.random() < 0.1 else StatusType.SUCCESS
+        opt.tell(info, TrialValue(cost=_smooth(info), status=status))
+    _check_rungs(opt)
+    assert max(b for _, b in ((k.config_id, k.budget) for k in opt.runhistory)) == 27.0
+
+
 def _in_top_third(opt, info) -> bool:
     """At the moment of a promotion to ``info.budget``: the configuration's result one rung below
     ranks in the best floor(n / 3) of the n results finished there."""

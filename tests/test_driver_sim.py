@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pandas as pd
 import pytest
+from smac.runhistory import TrialValue
 from conftest import load_benchmark
 
 
@@ -60,3 +62,55 @@ def test_slower_driver_lowers_utilisation(sim, tmp_path):
     assert len(recs) == slow["n_submitted"]
     assert sum(rec["status"] == "SUCCESS" for rec in recs) == n
     assert sum(rec["status"] == "RUNNING" for rec in recs) == len(recs) - n
+
+
+def test_run_history_bounds_are_smacs_without_a_pass_per_add(tmp_path):
+    """make_optimizer's run history keeps SMAC's objective bounds result by result (SMAC recomputes
+    them from every entry on each add): the same bounds after RUNNING adds, results, crashes and
+    re-told results, and the same object for every part of SMAC that holds it."""
+    from ConfigSpace import ConfigurationSpace, Float
+    from smac.runhistory import RunHistory
+    from smac.runhistory.enumerations import StatusType
+
+    from mfhpo.study.optimizers import make_optimizer
+
+    cs = ConfigurationSpace(seed=0)
+    cs.add(Float("x", (0.0, 1.0)))
+    opt = make_optimizer("smac-mf", cs, min_budget=1, max_budget=9, output_dir=tmp_path, overwrite=True)
+    rh = opt.runhistory
+    assert type(rh).__name__ == "IncrementalBoundsRunHistory" and opt.facade.intensifier.runhistory is rh
+    ref, rng, configs = RunHistory(), random.Random(0), cs.sample_configuration(20)
+    for _ in range(300):
+        kw = {"config": configs[rng.randrange(20)], "cost": rng.gauss(0, 1), "budget": rng.choice([1.0, 3.0]),
+              "seed": 0, "status": rng.choice([StatusType.RUNNING, StatusType.SUCCESS, StatusType.CRASHED]),
+              "force_update": True}
+        rh.add(**kw)
+        ref.add(**kw)
+        assert rh.objective_bounds == ref.objective_bounds
+
+
+def test_smac_state_writes_wait_for_results_enough_to_spread_their_cost(tmp_path):
+    """Optimizer.save_due: with smac_save_s 0 after every tell; otherwise once the interval has passed
+    and the tells since the last write carry its duration at SAVE_S_PER_TELL each (a 0.5 s rewrite:
+    every 50 results, however slowly they arrive)."""
+    from ConfigSpace import ConfigurationSpace, Float
+
+    from mfhpo.study.optimizers import make_optimizer
+
+    cs = ConfigurationSpace(seed=0)
+    cs.add(Float("x", (0.0, 1.0)))
+    opt = make_optimizer("smac-mf", cs, min_budget=1, max_budget=9, output_dir=tmp_path, overwrite=True,
+                         save_interval_s=10.0)
+    opt.last_save_s, opt.unsaved = 0.5, 49
+    assert not opt.save_due(3600.0)
+    opt.unsaved = 50
+    assert opt.save_due(10.0) and not opt.save_due(9.9)
+    opt.save_interval_s = 0.0
+    opt.unsaved = 1
+    assert opt.save_due(0.0)
+    info = opt.ask()
+    opt.save_interval_s, opt.unsaved = 10.0, 0
+    opt.save()
+    assert opt.unsaved == 0 and opt.last_save_s > 0
+    opt.tell(info, TrialValue(cost=1.0))  # 1 tell: not yet due
+    assert opt.unsaved == 1

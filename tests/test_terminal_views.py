@@ -41,7 +41,7 @@ def test_optimised_metrics_are_labelled_and_compared_with_their_baselines():
 def test_live_view_shows_budget_bars_and_the_baseline_warning():
     view = ProgressView("demo", METRIC, lambda: "", enabled=True,
                         budget_parts=lambda: [("trials", 12, 30, "12/30"), ("wall", 120.0, 540.0, "2.0/9.0 min")])
-    view.records = [_rec(1, 1.0, 1.2, {**VAL, "force_mae_free": 1.0}), _rec(2, 3.0, 1.45, VAL)]
+    view.load([_rec(1, 1.0, 1.2, {**VAL, "force_mae_free": 1.0}), _rec(2, 3.0, 1.45, VAL)])
     out = io.StringIO()
     Console(file=out, width=140, force_terminal=False).print(view._render())
     text = out.getvalue()

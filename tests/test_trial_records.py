@@ -79,6 +79,28 @@ def _rec(tid, budget, cost, finished_at, status="SUCCESS"):
         "warm_start": {"used": False}})
 
 
+def test_live_view_keeps_the_incumbent_of_every_record_as_they_arrive():
+    """The progress view updates its incumbent from (incumbent, new record) per finished trial; that
+    is the rule over all records at every step: budgets, costs, ties, crashes and NaN in any order."""
+    import io
+    import random
+
+    from mfhpo.study.progress import ProgressView
+
+    rng = random.Random(1)
+    view = ProgressView("t", MetricSection(), lambda: "", enabled=True, stream=io.StringIO())
+    seen = []
+    for tid in range(1, 200):
+        status = "CRASHED" if rng.random() < 0.1 else "SUCCESS"
+        cost = rng.choice([0.5, 0.25, float("nan"), round(rng.random(), 2)])
+        rec = _rec(tid, rng.choice([1.0, 3.0, 9.0]) if tid > 20 else 1.0, cost, "2026-12-07T10:00:00", status)
+        seen.append(rec)
+        view.finished(rec)
+        assert view.incumbent is select_incumbent(seen)
+    view.load(seen[:50])
+    assert view.incumbent is select_incumbent(seen[:50])
+
+
 def _tied_rundir(root: Path) -> RunDir:
     """Trials 2 and 3 tie at the top budget; 3 finished first (the table's order puts it first)."""
     import torch

@@ -20,11 +20,17 @@ lowest rung and every promotion). On resume it is merged with the run history, s
   is handed out again before anything else: no promotion is lost;
 * a trial found in the run history at a rung budget (e.g. re-told from mfhpo's trial records after a
   kill between two state writes) counts as an assignment: no promotion is made twice.
+
+Cost per ``ask()``: the run history is read incrementally (the entries added since the last ask and
+the trials that were RUNNING then) into per-rung rankings kept sorted, so an ask costs O(new results
++ running trials + promoted prefix), not a scan and sort of the whole history (docs/scale.md).
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 from ConfigSpace import Configuration
@@ -55,6 +61,16 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         self._assigned_keys: set[tuple[int, tuple]] = set()
         self._first: dict[tuple, int] = {}  # key -> index of its first assignment (ties in cost)
         self._key_of_id: dict[int, tuple] = {}  # run-history config id -> key (ids never change)
+        self._forget_history()
+
+    def _forget_history(self) -> None:
+        """Empty the view of the run history (:meth:`_read_history` rebuilds it from the start)."""
+        self._seen = 0  # run-history entries read so far, in its (insertion) order
+        self._finished: dict[int, dict[tuple, tuple]] = {}  # rung -> {key: its entry in _ranked}
+        self._ranked: dict[int, list[tuple[bool, float, int, tuple]]] = {}  # rung -> results in rank order
+        self._present: dict[tuple[int, tuple], None] = {}  # (rung, key) with any trial, in order
+        self._configs: dict[tuple, Configuration] = {}
+        self._running: dict[Any, tuple[int, tuple]] = {}  # trial key still RUNNING when read -> (rung, key)
 
     # ---- state -------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -62,6 +78,7 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._assigned, self._assigned_keys, self._first = [], set(), {}
+        self._forget_history()
         for k, values in state.get("assigned", []):
             self._assign(int(k), Configuration(self._scenario.configspace, values))
 
@@ -81,43 +98,61 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         self._assigned_keys.add((rung, key))
 
     # ---- the rule ----------------------------------------------------------------------------
-    def _rungs_from_history(self) -> tuple[list[dict[tuple, tuple[float, bool]]], dict[tuple[int, tuple], None], dict]:
-        """Per rung the finished results {config key: (cost, succeeded)}, the (rung, key) pairs with
-        any trial (running or finished; in run-history order) and each key's configuration."""
+    def _read_history(self) -> None:
+        """Bring the view of the run history up to date: entries added since the last read (a dict keeps
+        SMAC's insertion order) and the results of trials that were RUNNING when read. O(new entries
+        + running trials) per ask; a run history that shrank is read again from the start."""
         rh = self.runhistory
-        rung_of = {float(b): k for k, b in enumerate(self.rung_budgets)}
-        finished: list[dict[tuple, tuple[float, bool]]] = [{} for _ in rung_of]
-        present: dict[tuple[int, tuple], None] = {}
-        configs: dict[tuple, Configuration] = {}
-        keys = self._key_of_id
-        for tk, tv in rh.items():
+        if len(rh) < self._seen:
+            self._forget_history()
+        rung_of = {float(b): k for k, b in enumerate(self._rungs)}
+        finished: list[tuple[int, tuple, float, bool]] = []
+        new: list[tuple[int, tuple]] = []
+        for tk in islice(iter(rh), self._seen, None):  # skips the entries read before in C (rh.items() would not)
+            tv = rh[tk]
+            self._seen += 1
             k = rung_of.get(float(tk.budget)) if tk.budget is not None else None
             if k is None:
                 continue
-            key = keys.get(tk.config_id)
+            key = self._key_of_id.get(tk.config_id)
             if key is None:
-                key = keys[tk.config_id] = config_key(rh.get_config(tk.config_id))
-            if key not in configs:
-                configs[key] = rh.get_config(tk.config_id)
-            present[(k, key)] = None
-            if tv.status != StatusType.RUNNING:
-                finished[k][key] = (float(tv.cost), tv.status == StatusType.SUCCESS)
-        return finished, present, configs
+                key = self._key_of_id[tk.config_id] = config_key(rh.get_config(tk.config_id))
+            if key not in self._configs:
+                self._configs[key] = rh.get_config(tk.config_id)
+            self._present[(k, key)] = None
+            new.append((k, key))
+            if tv.status == StatusType.RUNNING:
+                self._running[tk] = (k, key)
+            else:
+                finished.append((k, key, float(tv.cost), tv.status == StatusType.SUCCESS))
+        for tk in [tk for tk in self._running if rh[tk].status != StatusType.RUNNING]:
+            k, key = self._running.pop(tk)
+            tv = rh[tk]
+            finished.append((k, key, float(tv.cost), tv.status == StatusType.SUCCESS))
+        for k, key in new:  # trials the state missed (re-told after a kill): already made
+            if (k, key) not in self._assigned_keys:
+                self._assign(k, self._configs[key])
+        for k, key, cost, ok in finished:
+            self._record(k, key, cost, ok)
 
-    def promotable(self, finished: list[dict[tuple, tuple[float, bool]]]) -> tuple[int, tuple] | None:
+    def _record(self, rung: int, key: tuple, cost: float, succeeded: bool) -> None:
+        """A finished result at ``rung``, ranked: successes by cost, ties to the earlier assignment;
+        unsuccessful results (crashed, timeouts) after every success."""
+        results = self._finished.setdefault(rung, {})
+        ranked = self._ranked.setdefault(rung, [])
+        if key in results:  # told again (the same trial): replace its rank
+            ranked.remove(results[key])
+        results[key] = entry = (not succeeded, cost, self._first.get(key, len(self._first)), key)
+        insort(ranked, entry)
+
+    def promotable(self) -> tuple[int, tuple] | None:
         """The next promotion (target rung, config key) by the ASHA rule, or None: highest rung first;
-        within a rung the best-ranked candidate. Unsuccessful results (crashed, timeouts) count as
-        finished but rank below every success and are never promoted; ties in cost go to the earlier
-        assignment."""
-        for k in range(len(finished) - 2, -1, -1):
-            results = finished[k]
-            quota = len(results) // self._eta
-            if quota == 0:
-                continue
-            ranked = sorted(results, key=lambda key: (not results[key][1], results[key][0],
-                                                      self._first.get(key, len(self._first))))
-            for key in ranked[:quota]:
-                if results[key][1] and (k + 1, key) not in self._assigned_keys:
+        within a rung the best-ranked of its ``floor(n_finished / eta)`` best results that has not been
+        promoted yet. Unsuccessful results count as finished but are never promoted."""
+        for k in range(len(self._rungs) - 2, -1, -1):
+            ranked = self._ranked.get(k, [])
+            for failed, _, _, key in ranked[:len(ranked) // self._eta]:
+                if not failed and (k + 1, key) not in self._assigned_keys:
                     return k + 1, key
         return None
 
@@ -125,32 +160,30 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         seed = self.get_instance_seed_keys_of_interest()[0].seed
         return TrialInfo(config=config, instance=None, seed=seed, budget=self.rung_budgets[rung])
 
-    def _new_config(self, present: dict[tuple[int, tuple], None]) -> Configuration | None:
+    def _new_config(self) -> Configuration | None:
         for _ in range(self._max_new_config_tries):
             try:
                 config = next(self.config_generator)
             except StopIteration:
                 return None
             key = config_key(config)
-            if (0, key) not in self._assigned_keys and (0, key) not in present:
+            if (0, key) not in self._assigned_keys and (0, key) not in self._present:
                 return config
         return None
 
     def next_trial(self) -> TrialInfo | None:
         """The trial to run next (None: the config selector has nothing new)."""
-        finished, present, configs = self._rungs_from_history()
-        for k, key in present:  # trials the state missed (re-told after a kill): already made
-            if (k, key) not in self._assigned_keys:
-                self._assign(k, configs[key])
-        for k, config, key in self._assigned:  # assigned, but its trial is gone: hand it out again
-            if (k, key) not in present:
-                return self._trial(config, k)
-        nxt = self.promotable(finished)
+        self._read_history()
+        if len(self._present) < len(self._assigned_keys):  # assigned, but its trial is gone: hand it out again
+            for k, config, key in self._assigned:
+                if (k, key) not in self._present:
+                    return self._trial(config, k)
+        nxt = self.promotable()
         if nxt is not None:
             k, key = nxt
-            self._assign(k, configs[key])
-            return self._trial(configs[key], k)
-        config = self._new_config(present)
+            self._assign(k, self._configs[key])
+            return self._trial(self._configs[key], k)
+        config = self._new_config()
         if config is None:
             return None
         self._assign(0, config)

@@ -156,7 +156,8 @@ class OptimizerOptions(_Strict):
     max_trials_scenario: int = Field(100000, ge=10, description="n_trials fixed in the SMAC scenario (never reached)")
     prefetch: int = Field(1, ge=0, le=64, description="trials asked ahead (hides SMAC's model refits)")
     smac_save_s: float = Field(10.0, ge=0, description="seconds between writes of SMAC's state files (0: after "
-                               "every result); mfhpo's own trial records are written at once either way")
+                               "every result); each write also waits for results enough to spread its cost at "
+                               "10 ms each; mfhpo's own trial records are written at once either way")
     promotion: Literal["sync", "async"] = Field(
         "async", description="smac-mf: async = ASHA (promoted as soon as in the top 1/eta of the rung's finished "
         "results; mfhpo/study/asha.py); sync = SMAC's Hyperband (a rung is compared once all its trials finished). "

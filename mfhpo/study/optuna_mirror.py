@@ -177,6 +177,9 @@ def user_attrs(rec: TrialRecord) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if v is not None}
 
 
+_UNSET = object()
+
+
 class OptunaMirror:
     """Writes one mfhpo stage's trials into ``<rundir>/optuna/journal.log``."""
 
@@ -257,13 +260,15 @@ class OptunaMirror:
         curve = validation_curve(RunDir(self.root).trial_dir(tid), self.metric)
         if tid in self.ids:
             sid = self.ids[tid]
-            if self.storage.get_trial(sid).state.is_finished():  # finished by another writer (mfhpo dashboard's sync)
+            have = self.storage.get_trial(sid)
+            if have.state.is_finished():  # finished by another writer (mfhpo dashboard's sync)
                 self.done.add(tid)
                 return
             for step, v in curve.items():
                 self.storage.set_trial_intermediate_value(sid, step, v)
-            for k, v in user_attrs(rec).items():
-                self.storage.set_trial_user_attr(sid, k, v)
+            for k, v in user_attrs(rec).items():  # one journal write each: only those not set at the start
+                if have.user_attrs.get(k, _UNSET) != v:
+                    self.storage.set_trial_user_attr(sid, k, v)
             self.storage.set_trial_state_values(sid, state, [float(rec.cost)] if ok else None)
         else:
             params, dists = _params(rec, self.dists)

@@ -35,6 +35,7 @@ class ProgressView:
         self._live = None
         self._last = 0.0
         self.records: list[TrialRecord] = []
+        self.incumbent: TrialRecord | None = None  # select_incumbent(self.records), kept as records arrive
         self.running: dict[int, dict] = {}
         self.note = ""
 
@@ -59,14 +60,21 @@ class ProgressView:
             if not self.tty and self.enabled and note:
                 print(f"[mfhpo] {note}", file=self.stream, flush=True)
 
+    def load(self, finished: list[TrialRecord]) -> None:
+        """The trials a resumed study finished before."""
+        self.records = list(finished)
+        self.incumbent = select_incumbent(self.records)
+
     def started(self, rec: TrialRecord) -> None:
         self.running[rec.trial_id] = rec
 
     def finished(self, rec: TrialRecord) -> None:
         self.running.pop(rec.trial_id, None)
         self.records.append(rec)
+        # the rule is a total order (budget, cost, trial id), so the best of (incumbent, new record) is the
+        # incumbent of all records: O(1) per trial instead of a pass over the study
+        self.incumbent = inc = select_incumbent([r for r in (self.incumbent, rec) if r is not None])
         if self.enabled and not self.tty:
-            inc = select_incumbent(self.records)
             cost = _fmt(rec.cost)
             ws = " warm" if rec.warm_started else ""
             err = f" ({rec.error})" if rec.error else ""
@@ -117,7 +125,7 @@ class ProgressView:
             crashed = sum(n for (bb, s), n in by.items() if bb == b and s != "SUCCESS")
             costs = [r.cost for r in self.records if r.budget == b and r.status == TrialStatus.SUCCESS]
             t.add_row(_fmt(b), str(done), str(run_by.get(b, 0)), str(crashed), _fmt(min(costs) if costs else None))
-        inc = select_incumbent(self.records)
+        inc = self.incumbent
         parts: list[Any] = [t, Text(f"cost = {self.metric.describe()}")]
         if self.budget_parts is not None:
             parts.append(self._bars())

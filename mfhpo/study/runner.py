@@ -302,7 +302,7 @@ class StudyRun:
 
         self.view = ProgressView(self.study.name, self.study.metric, self.budget_text, enabled=self.show_progress,
                                  budget_parts=self.budget_parts)
-        self.view.records = [r for r in self.records.values() if r.finished]
+        self.view.load([r for r in self.records.values() if r.finished])
         self.view.start()
         try:
             for stage, _lo, hi in stage_plan(self.study):
