@@ -264,8 +264,8 @@ class FeatureStore:
         if self.derivatives:
             idx = self.atom_start.repeat_interleave(self.npairs) + self.pair_i
             chunk = 1 << 18
-            for s in range(0, self.dfp.shape[0], chunk):
-                self.dfp[s:s + chunk] = pot.scale_dfp(self.dfp[s:s + chunk], self.elem[idx[s:s + chunk]])
+            for s in range(0, self.dfp.shape[0], chunk):  # in place: the products scale_dfp makes, no copies
+                self.dfp[s:s + chunk].mul_(pot.feat_scale[self.elem[idx[s:s + chunk]]].unsqueeze(-1))
         self.scaled = True
 
     def set_targets(self, pot: "Potential") -> None:

@@ -116,13 +116,27 @@ def test_incremental_view_of_the_history_equals_a_full_read(tmp_path):
     intens, rng, out = opt.facade.intensifier, random.Random(0), []
 
     def view():
-        return {k: list(v) for k, v in intens._ranked.items() if v}, dict(intens._present)
+        return ({k: list(v) for k, v in intens._ranked.items() if v}, dict(intens._present),
+                {k: list(v) for k, v in intens._unpromoted.items() if v})
+
+    def expected():  # the rule by brute force over the whole run history: (target budget, key) or None
+        rh, budgets = opt.runhistory, intens.rung_budgets
+        made = {(budgets[k], config_key(c)) for k, c in intens.assignments}
+        for lo, hi in reversed(list(zip(budgets, budgets[1:]))):
+            done = sorted((v.status != StatusType.SUCCESS, v.cost, config_key(rh.get_config(t.config_id)))
+                          for t, v in rh.items() if t.budget == lo and v.status != StatusType.RUNNING)
+            for failed, _, key in done[:len(done) // 3]:
+                if not failed and (hi, key) not in made:
+                    return hi, key
+        return None
 
     for step in range(90):
         while len(out) < 6:
+            want = expected()
             info = opt.ask()
             if info.budget > 1.0:
                 assert _in_top_third(opt, info)
+            assert (None if info.budget == 1.0 else (info.budget, config_key(info.config))) == want
             out.append(info)
             intens._read_history()  # what the next ask reads first
             live = view()

@@ -440,24 +440,31 @@ def pair_derivatives(plan: Plan, chunk: Chunk, R: torch.Tensor, Dm: torch.Tensor
 
 
 def sparse_derivatives(plan: Plan, chunk: Chunk, DF: torch.Tensor, sums: torch.Tensor, ws: Workspace,
-                       scratch: bool = False) -> torch.Tensor:
+                       into: torch.Tensor | None = None) -> torch.Tensor:
     """Fold padded pairs into the unique (i, j) list: (nupair, ncol, 3) = d fp_i / d r_j.
 
     A pair (i, j, T) adds dF/dd to (i, j) and subtracts it from (i, i) (``d = r_j + T - r_i``).
-    Only the returned tensor is new memory (``scratch``: not even that, it is a workspace buffer
-    valid until the next call); the temporaries come from the workspace."""
+    Only the returned tensor is new memory; ``into`` (a (nupair, ncol * 3) view, e.g. one density
+    channel's columns of a multi-channel result) receives it instead, with no copy. The temporaries
+    come from the workspace."""
     ns, ncs = plan.ns, plan.ncs
     W = DF.shape[1]  # DF: pair-major (npad + 1, ncs*ns*3)
-    if plan.col_identity and not scratch:
-        out = DF.index_select(0, chunk.first_col)
-    else:
+    if not plan.col_identity:
         out = torch.index_select(DF, 0, chunk.first_col, out=ws.get("U", (chunk.nupair, W)))
+    elif into is not None:
+        out = torch.index_select(DF, 0, chunk.first_col, out=into)
+    else:
+        out = DF.index_select(0, chunk.first_col)
     if chunk.dup_cols is not None:
         dup = torch.index_select(DF, 0, chunk.dup_cols, out=ws.get("dup", (chunk.dup_cols.shape[0], W)))
         out.index_add_(0, chunk.dup_up, dup)
     out.index_add_(0, chunk.self_up, sums, alpha=-1.0)
     if not plan.col_identity:
-        out = out.view(-1, ncs * ns, 3).index_select(1, plan.col_flat)
+        cols = out.view(-1, ncs * ns, 3)
+        if into is None:
+            return cols.index_select(1, plan.col_flat)
+        torch.index_select(cols, 1, plan.col_flat, out=into.view(-1, plan.ncol, 3))
+        out = into
     return out.view(-1, plan.ncol, 3)
 
 
@@ -472,20 +479,20 @@ def compute_chunk(plans, chunk: Chunk, derivatives: bool, ws: Workspace):
         plans = [plans]
     Dm = monomials(plans[0], chunk.dT, ws)
     if len(plans) == 1:
-        return _compute_channel(plans[0], chunk, derivatives, ws, Dm, scratch=False)
+        return _compute_channel(plans[0], chunk, derivatives, ws, Dm)
     ncol, nch = plans[0].ncol, len(plans)
     t = {"dtype": plans[0].dtype, "device": plans[0].device}
     fp = torch.empty((chunk.ncentre, nch * ncol), **t)
     dfp = torch.empty((chunk.nupair, nch * ncol, 3), **t) if derivatives else None
-    for c, plan in enumerate(plans):
-        f, d = _compute_channel(plan, chunk, derivatives, ws, Dm, scratch=True)
+    for c, plan in enumerate(plans):  # each channel's derivatives are written into its columns of dfp
+        into = dfp.view(chunk.nupair, nch, ncol * 3)[:, c] if derivatives else None
+        f, _ = _compute_channel(plan, chunk, derivatives, ws, Dm, into=into)
         fp[:, c * ncol:(c + 1) * ncol] = f
-        if derivatives:
-            dfp[:, c * ncol:(c + 1) * ncol] = d
     return fp, dfp
 
 
-def _compute_channel(plan: Plan, chunk: Chunk, derivatives: bool, ws: Workspace, Dm: torch.Tensor, scratch: bool):
+def _compute_channel(plan: Plan, chunk: Chunk, derivatives: bool, ws: Workspace, Dm: torch.Tensor,
+                     into: torch.Tensor | None = None):
     R = radial(plan, chunk, derivatives, ws)
     mu = component_sums(plan, chunk, R, Dm)
     F, G = features(plan, mu, need_grad=derivatives, block=chunk.block)
@@ -494,4 +501,4 @@ def _compute_channel(plan: Plan, chunk: Chunk, derivatives: bool, ws: Workspace,
     if not derivatives:
         return fp, None
     DF, sums = pair_derivatives(plan, chunk, R, Dm, G, ws)
-    return fp, sparse_derivatives(plan, chunk, DF, sums, ws, scratch=scratch)
+    return fp, sparse_derivatives(plan, chunk, DF, sums, ws, into=into)

@@ -28,7 +28,7 @@ the trials that were RUNNING then) into per-rung rankings kept sorted, so an ask
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Iterator
 from itertools import islice
 from typing import Any
@@ -68,6 +68,8 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         self._seen = 0  # run-history entries read so far, in its (insertion) order
         self._finished: dict[int, dict[tuple, tuple]] = {}  # rung -> {key: its entry in _ranked}
         self._ranked: dict[int, list[tuple[bool, float, int, tuple]]] = {}  # rung -> results in rank order
+        self._unpromoted: dict[int, list[tuple[bool, float, int, tuple]]] = {}  # rung -> its successes not
+        # yet assigned one rung up, in rank order
         self._present: dict[tuple[int, tuple], None] = {}  # (rung, key) with any trial, in order
         self._configs: dict[tuple, Configuration] = {}
         self._running: dict[Any, tuple[int, tuple]] = {}  # trial key still RUNNING when read -> (rung, key)
@@ -96,6 +98,15 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         self._first.setdefault(key, len(self._assigned))
         self._assigned.append((rung, config, key))
         self._assigned_keys.add((rung, key))
+        if rung > 0 and key in self._finished.get(rung - 1, {}):
+            self._discard(rung - 1, self._finished[rung - 1][key])
+
+    def _discard(self, rung: int, entry: tuple) -> None:
+        """Drop ``entry`` from the rung's not-yet-promoted successes (if there)."""
+        waiting = self._unpromoted.get(rung, [])
+        i = bisect_left(waiting, entry)
+        if i < len(waiting) and waiting[i] == entry:
+            del waiting[i]
 
     # ---- the rule ----------------------------------------------------------------------------
     def _read_history(self) -> None:
@@ -142,18 +153,21 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         ranked = self._ranked.setdefault(rung, [])
         if key in results:  # told again (the same trial): replace its rank
             ranked.remove(results[key])
+            self._discard(rung, results[key])
         results[key] = entry = (not succeeded, cost, self._first.get(key, len(self._first)), key)
         insort(ranked, entry)
+        if succeeded and rung + 1 < len(self._rungs) and (rung + 1, key) not in self._assigned_keys:
+            insort(self._unpromoted.setdefault(rung, []), entry)
 
     def promotable(self) -> tuple[int, tuple] | None:
         """The next promotion (target rung, config key) by the ASHA rule, or None: highest rung first;
         within a rung the best-ranked of its ``floor(n_finished / eta)`` best results that has not been
-        promoted yet. Unsuccessful results count as finished but are never promoted."""
+        promoted yet (the best not-yet-promoted success qualifies iff its rank is within the quota).
+        Unsuccessful results count as finished but are never promoted."""
         for k in range(len(self._rungs) - 2, -1, -1):
-            ranked = self._ranked.get(k, [])
-            for failed, _, _, key in ranked[:len(ranked) // self._eta]:
-                if not failed and (k + 1, key) not in self._assigned_keys:
-                    return k + 1, key
+            waiting = self._unpromoted.get(k)
+            if waiting and bisect_left(self._ranked[k], waiting[0]) < len(self._ranked[k]) // self._eta:
+                return k + 1, waiting[0][3]
         return None
 
     def _trial(self, config: Configuration, rung: int) -> TrialInfo:
