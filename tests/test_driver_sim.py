@@ -67,7 +67,8 @@ def test_slower_driver_lowers_utilisation(sim, tmp_path):
 def test_run_history_bounds_are_smacs_without_a_pass_per_add(tmp_path):
     """make_optimizer's run history keeps SMAC's objective bounds result by result (SMAC recomputes
     them from every entry on each add): the same bounds after RUNNING adds, results, crashes and
-    re-told results, and the same object for every part of SMAC that holds it."""
+    re-told results, and the same object for every part of SMAC that holds it; ``keys_since(n)``
+    lists the entries after the first n, as iterating it from the start does."""
     from ConfigSpace import ConfigurationSpace, Float
     from smac.runhistory import RunHistory
     from smac.runhistory.enumerations import StatusType
@@ -78,7 +79,7 @@ def test_run_history_bounds_are_smacs_without_a_pass_per_add(tmp_path):
     cs.add(Float("x", (0.0, 1.0)))
     opt = make_optimizer("smac-mf", cs, min_budget=1, max_budget=9, output_dir=tmp_path, overwrite=True)
     rh = opt.runhistory
-    assert type(rh).__name__ == "IncrementalBoundsRunHistory" and opt.facade.intensifier.runhistory is rh
+    assert type(rh).__name__ == "MfhpoRunHistory" and opt.facade.intensifier.runhistory is rh
     ref, rng, configs = RunHistory(), random.Random(0), cs.sample_configuration(20)
     for _ in range(300):
         kw = {"config": configs[rng.randrange(20)], "cost": rng.gauss(0, 1), "budget": rng.choice([1.0, 3.0]),
@@ -87,6 +88,8 @@ def test_run_history_bounds_are_smacs_without_a_pass_per_add(tmp_path):
         rh.add(**kw)
         ref.add(**kw)
         assert rh.objective_bounds == ref.objective_bounds
+    keys = list(rh)
+    assert all(rh.keys_since(n) == keys[n:] for n in (0, 1, len(keys) - 1, len(keys), len(keys) + 3))
 
 
 def test_smac_state_writes_wait_for_results_enough_to_spread_their_cost(tmp_path):

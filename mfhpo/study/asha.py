@@ -119,7 +119,8 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         rung_of = {float(b): k for k, b in enumerate(self._rungs)}
         finished: list[tuple[int, tuple, float, bool]] = []
         new: list[tuple[int, tuple]] = []
-        for tk in islice(iter(rh), self._seen, None):  # skips the entries read before in C (rh.items() would not)
+        since = getattr(rh, "keys_since", None)  # mfhpo's run history (make_optimizer): O(new entries)
+        for tk in (since(self._seen) if since is not None else islice(iter(rh), self._seen, None)):
             tv = rh[tk]
             self._seen += 1
             k = rung_of.get(float(tk.budget)) if tk.budget is not None else None

@@ -288,17 +288,28 @@ def _hyperband_cls():
 
 
 def _runhistory_cls():
+    from itertools import islice
+
     from smac.runhistory import RunHistory
     from smac.runhistory.enumerations import StatusType
 
-    class IncrementalBoundsRunHistory(RunHistory):
-        """SMAC's RunHistory whose objective bounds (min and max of the successful costs) are updated by
-        each added result instead of recomputed from every entry: SMAC recomputes them on every
-        ``add`` (twice per trial: RUNNING, then the result), O(trials) each, the part of a tell that
-        grows with the study (docs/scale.md). Same bounds: a result that replaces a successful one
-        (a re-told trial) falls back to SMAC's full recomputation."""
+    class MfhpoRunHistory(RunHistory):
+        """SMAC's RunHistory with two per-trial costs made independent of the study's length
+        (docs/scale.md):
+
+        * the objective bounds (min and max of the successful costs) are updated by each added result
+          instead of recomputed from every entry, as SMAC does on every ``add`` (twice per trial:
+          RUNNING, then the result). Same bounds: a result that replaces a successful one (a re-told
+          trial) falls back to SMAC's full recomputation;
+        * :meth:`keys_since` lists the entries added after the first ``n`` from the end (iterating
+          SMAC's OrderedDict from the start hashes every key on the way)."""
 
         _replacing = None
+
+        def keys_since(self, n: int) -> list:
+            """The trial keys added after the first ``n`` entries, oldest first."""
+            new = len(self._data) - n
+            return list(islice(reversed(self._data), new))[::-1] if new > 0 else []
 
         def _add(self, k, v, status) -> None:
             self._replacing = (self._data.get(k), v)
@@ -317,7 +328,7 @@ def _runhistory_cls():
             costs = new.cost if isinstance(new.cost, (list, tuple)) else [new.cost]
             self._objective_bounds = [(min(lo, float(c)), max(hi, float(c))) for (lo, hi), c in zip(bounds, costs)]
 
-    return IncrementalBoundsRunHistory
+    return MfhpoRunHistory
 
 
 def smac_state_dir(output_dir: Path, name: str, seed: int) -> Path:
