@@ -107,13 +107,14 @@ def test_no_waiting_and_promotion_before_the_rung_is_full(tmp_path):
 
 
 def test_incremental_view_of_the_history_equals_a_full_read(tmp_path):
-    """ASHA reads only what changed since the last ask (new entries, trials that were RUNNING). With
-    several trials out at once, results told out of order and crashes, its rankings after every ask
-    equal a read of the whole run history from the start, and every promotion is a top-1/3 result."""
+    """ASHA reads only what changed since the last ask (new entries, trials that were RUNNING, finished
+    trials told again). With several trials out at once, results told out of order, crashes and
+    re-told results, its rankings after every ask equal a read of the whole run history from the
+    start, and every ask makes the promotion a full scan of the history picks."""
     import random
 
     opt = _opt(tmp_path, max_budget=27.0)
-    intens, rng, out = opt.facade.intensifier, random.Random(0), []
+    intens, rng, out, done = opt.facade.intensifier, random.Random(0), [], []
 
     def view():
         return ({k: list(v) for k, v in intens._ranked.items() if v}, dict(intens._present),
@@ -146,8 +147,44 @@ def test_incremental_view_of_the_history_equals_a_full_read(tmp_path):
         info = out.pop(rng.randrange(len(out)))
         status = StatusType.CRASHED if rng.random() < 0.1 else StatusType.SUCCESS
         opt.tell(info, TrialValue(cost=_smooth(info), status=status))
+        done.append(info)
+        if rng.random() < 0.15:  # a finished trial told again: a new cost, or crashed after all
+            again = done[rng.randrange(len(done))]
+            status = StatusType.CRASHED if rng.random() < 0.5 else StatusType.SUCCESS
+            opt.tell(again, TrialValue(cost=_smooth(again) * rng.uniform(0.5, 2.0), status=status))
     _check_rungs(opt)
     assert max(b for _, b in ((k.config_id, k.budget) for k in opt.runhistory)) == 27.0
+
+
+def test_highest_rung_first_and_ties_to_the_earlier_start(tmp_path):
+    """Two rungs with a promotion due at once: the higher rung's goes first. Equal costs: the
+    configuration that started earlier is promoted first (whatever its values)."""
+    opt = _opt(tmp_path)
+    first = [opt.ask() for _ in range(9)]
+    for i, info in enumerate(first):
+        opt.tell(info, TrialValue(cost=float(i + 1)))
+    up = [opt.ask() for _ in range(3)]
+    assert [(i.budget, config_key(i.config)) for i in up] == [(3.0, config_key(c.config)) for c in first[:3]]
+    late = [opt.ask() for _ in range(3)]  # rung 0's promotions are all made: new configurations
+    assert [i.budget for i in late] == [1.0] * 3
+    for i, info in enumerate(late):
+        opt.tell(info, TrialValue(cost=0.1 * (i + 1)))  # rung 0: 12 results, the best 4 include late[0]
+    for i, info in enumerate(up):
+        opt.tell(info, TrialValue(cost=float(i + 1)))  # rung 1: 3 results, up[0] due at budget 9
+    nxt = opt.ask()
+    assert (nxt.budget, config_key(nxt.config)) == (9.0, config_key(up[0].config))
+    nxt = opt.ask()
+    assert (nxt.budget, config_key(nxt.config)) == (3.0, config_key(late[0].config))
+
+    tie = _opt(tmp_path / "tie")
+    infos = [tie.ask() for _ in range(6)]
+    keys = [config_key(i.config) for i in infos]
+    # an earlier start whose values sort after a later one's: a tie-break by values would pick the later
+    a, b = next((a, b) for a in range(6) for b in range(a + 1, 6) if keys[b] < keys[a])
+    for i, info in enumerate(infos):
+        tie.tell(info, TrialValue(cost=1.0 if i in (a, b) else 5.0 + i))
+    nxt = tie.ask()
+    assert (nxt.budget, config_key(nxt.config)) == (3.0, keys[a])
 
 
 def _in_top_third(opt, info) -> bool:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
-from itertools import islice
 from typing import Any
 
 from ConfigSpace import Configuration
@@ -54,6 +53,7 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         # SMAC's successive-halving budgets, as its __post_init__ computes them (before any ask)
         max_iter = self._get_max_iterations(eta, self._max_budget, self._min_budget)
         self._rungs = [float(b) for b in self._compute_configs_and_budgets_for_stages(eta, self._max_budget, max_iter)[0]]
+        self._rung_of = {b: k for k, b in enumerate(self._rungs)}
 
     def reset(self) -> None:
         super().reset()
@@ -66,6 +66,7 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
     def _forget_history(self) -> None:
         """Empty the view of the run history (:meth:`_read_history` rebuilds it from the start)."""
         self._seen = 0  # run-history entries read so far, in its (insertion) order
+        self._retold_seen = 0  # the run history's re-told entries read so far
         self._finished: dict[int, dict[tuple, tuple]] = {}  # rung -> {key: its entry in _ranked}
         self._ranked: dict[int, list[tuple[bool, float, int, tuple]]] = {}  # rung -> results in rank order
         self._unpromoted: dict[int, list[tuple[bool, float, int, tuple]]] = {}  # rung -> its successes not
@@ -110,55 +111,67 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
 
     # ---- the rule ----------------------------------------------------------------------------
     def _read_history(self) -> None:
-        """Bring the view of the run history up to date: entries added since the last read (a dict keeps
-        SMAC's insertion order) and the results of trials that were RUNNING when read. O(new entries
-        + running trials) per ask; a run history that shrank is read again from the start."""
+        """Bring the view of the run history up to date from what changed since the last read: the
+        entries added (``keys_since``), the finished entries told again (``retold_since``) and the
+        trials that were RUNNING then; O(changes + running trials) per ask, with mfhpo's run history
+        (``make_optimizer``). A run history that shrank is read again from the start."""
         rh = self.runhistory
         if len(rh) < self._seen:
             self._forget_history()
-        rung_of = {float(b): k for k, b in enumerate(self._rungs)}
-        finished: list[tuple[int, tuple, float, bool]] = []
-        new: list[tuple[int, tuple]] = []
-        since = getattr(rh, "keys_since", None)  # mfhpo's run history (make_optimizer): O(new entries)
-        for tk in (since(self._seen) if since is not None else islice(iter(rh), self._seen, None)):
-            tv = rh[tk]
-            self._seen += 1
-            k = rung_of.get(float(tk.budget)) if tk.budget is not None else None
-            if k is None:
-                continue
-            key = self._key_of_id.get(tk.config_id)
-            if key is None:
-                key = self._key_of_id[tk.config_id] = config_key(rh.get_config(tk.config_id))
-            if key not in self._configs:
-                self._configs[key] = rh.get_config(tk.config_id)
-            self._present[(k, key)] = None
-            new.append((k, key))
-            if tv.status == StatusType.RUNNING:
-                self._running[tk] = (k, key)
-            else:
-                finished.append((k, key, float(tv.cost), tv.status == StatusType.SUCCESS))
-        for tk in [tk for tk in self._running if rh[tk].status != StatusType.RUNNING]:
-            k, key = self._running.pop(tk)
-            tv = rh[tk]
-            finished.append((k, key, float(tv.cost), tv.status == StatusType.SUCCESS))
+        added = rh.keys_since(self._seen)
+        again = rh.retold_since(self._retold_seen)
+        self._seen += len(added)
+        self._retold_seen += len(again)
+        changed = [(tk, self._running.pop(tk)) for tk in
+                   [tk for tk in self._running if rh[tk].status != StatusType.RUNNING]]
+        new = []
+        for tk in added:
+            where = self._locate(tk)
+            if where is not None:
+                self._present[where] = None
+                new.append(where)
+                changed.append((tk, where))
+        changed += [(tk, where) for tk in again if (where := self._locate(tk)) is not None]
         for k, key in new:  # trials the state missed (re-told after a kill): already made
             if (k, key) not in self._assigned_keys:
                 self._assign(k, self._configs[key])
-        for k, key, cost, ok in finished:
-            self._record(k, key, cost, ok)
+        for tk, (k, key) in changed:
+            tv = rh[tk]
+            if tv.status == StatusType.RUNNING:
+                self._running[tk] = (k, key)
+                self._unrecord(k, key)
+            else:
+                self._running.pop(tk, None)
+                self._record(k, key, float(tv.cost), tv.status == StatusType.SUCCESS)
+
+    def _locate(self, tk) -> tuple[int, tuple] | None:
+        """(rung, config key) of a run-history entry; None for a budget that is not a rung."""
+        k = self._rung_of.get(float(tk.budget)) if tk.budget is not None else None
+        if k is None:
+            return None
+        key = self._key_of_id.get(tk.config_id)
+        if key is None:
+            key = self._key_of_id[tk.config_id] = config_key(self.runhistory.get_config(tk.config_id))
+        if key not in self._configs:
+            self._configs[key] = self.runhistory.get_config(tk.config_id)
+        return k, key
 
     def _record(self, rung: int, key: tuple, cost: float, succeeded: bool) -> None:
         """A finished result at ``rung``, ranked: successes by cost, ties to the earlier assignment;
         unsuccessful results (crashed, timeouts) after every success."""
-        results = self._finished.setdefault(rung, {})
-        ranked = self._ranked.setdefault(rung, [])
-        if key in results:  # told again (the same trial): replace its rank
-            ranked.remove(results[key])
-            self._discard(rung, results[key])
-        results[key] = entry = (not succeeded, cost, self._first.get(key, len(self._first)), key)
-        insort(ranked, entry)
+        self._unrecord(rung, key)  # told again: the new result replaces the old
+        entry = (not succeeded, cost, self._first.get(key, len(self._first)), key)
+        self._finished.setdefault(rung, {})[key] = entry
+        insort(self._ranked.setdefault(rung, []), entry)
         if succeeded and rung + 1 < len(self._rungs) and (rung + 1, key) not in self._assigned_keys:
             insort(self._unpromoted.setdefault(rung, []), entry)
+
+    def _unrecord(self, rung: int, key: tuple) -> None:
+        """Forget the rung's result of ``key`` (if any)."""
+        entry = self._finished.get(rung, {}).pop(key, None)
+        if entry is not None:
+            self._ranked[rung].remove(entry)
+            self._discard(rung, entry)
 
     def promotable(self) -> tuple[int, tuple] | None:
         """The next promotion (target rung, config key) by the ASHA rule, or None: highest rung first;

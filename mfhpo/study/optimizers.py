@@ -302,7 +302,9 @@ def _runhistory_cls():
           RUNNING, then the result). Same bounds: a result that replaces a successful one (a re-told
           trial) falls back to SMAC's full recomputation;
         * :meth:`keys_since` lists the entries added after the first ``n`` from the end (iterating
-          SMAC's OrderedDict from the start hashes every key on the way)."""
+          SMAC's OrderedDict from the start hashes every key on the way), and :meth:`retold_since`
+          the finished entries overwritten since (a trial told again), so that a reader can follow
+          the history incrementally (mfhpo.study.asha)."""
 
         _replacing = None
 
@@ -311,8 +313,19 @@ def _runhistory_cls():
             new = len(self._data) - n
             return list(islice(reversed(self._data), new))[::-1] if new > 0 else []
 
+        def retold_since(self, n: int) -> list:
+            """Trial keys whose finished entry was overwritten, after the first ``n`` such events."""
+            return self._retold()[n:]
+
+        def _retold(self) -> list:
+            # the instance was made as SMAC's RunHistory (its __init__ ran, not a subclass's)
+            return self.__dict__.setdefault("_retold_keys", [])
+
         def _add(self, k, v, status) -> None:
-            self._replacing = (self._data.get(k), v)
+            old = self._data.get(k)
+            if old is not None and old.status != StatusType.RUNNING:
+                self._retold().append(k)
+            self._replacing = (old, v)
             try:
                 super()._add(k, v, status)
             finally:
