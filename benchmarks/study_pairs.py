@@ -39,7 +39,7 @@ def study_copy(study: Path, seed: int, wall: str, out: Path) -> tuple[Path, str]
     """The study file with ``seed`` and ``budget.wall_time``, data paths absolute; (path, name)."""
     d = yaml.safe_load(study.read_text())
     for key in ("train", "test"):
-        if d.get("data", {}).get(key):
+        if d.get("data", {}).get(key) and d["data"][key] != "demo":  # "demo": the built-in generated set
             d["data"][key] = str((study.parent / d["data"][key]).resolve())
     d["seed"] = int(seed)
     d["name"] = name = f"{d['name']}_cmp_s{seed}"
