@@ -12,14 +12,16 @@ run ends within about a minute of the others.
 
 Printed per run from its trials.csv: trials, the incumbent by mfhpo's one rule
 (:func:`mfhpo.study.trial.select_incumbent`: highest budget reached, then lowest cost), its budget,
-epochs, validation cost and MAEs, and when the first top-budget result arrived (seconds after the
-first trial started, and as a share of the wall time). The Optuna pipeline (TPE + Hyperband pruner)
+epochs (of the budget, and trained in all: fewer when the wall time stopped it), validation cost and
+MAEs, and when the first top-budget result arrived (seconds after the first trial started, and as a
+share of the wall time). The Optuna pipeline (TPE + Hyperband pruner)
 runs only in the in-process benchmark (benchmarks/optimizers.py), not on ``mfhpo run``'s workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +34,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from mfhpo.study.config import parse_duration  # noqa: E402
+from mfhpo.study.rundir import RunDir  # noqa: E402
 from mfhpo.study.trial import Candidate, select_incumbent  # noqa: E402
 
 
@@ -54,6 +57,12 @@ def rundir(base: str, optimizer: str, seed: int) -> Path:
     return REPO / "runs" / f"{base}_cmp_{optimizer}_s{seed}"
 
 
+def epochs_run(path: Path, trial_id: int) -> int | None:
+    """Epochs the trial's model trained in all (fewer than its budget's when stopped by the wall time)."""
+    rec = json.loads((RunDir(path).trial_dir(trial_id) / "trial.json").read_text())
+    return rec.get("epochs_run")
+
+
 def summary(path: Path, wall_s: float, top_budget: float) -> dict:
     t = pd.read_csv(path / "trials.csv")
     inc = select_incumbent([Candidate(int(r.trial_id), r.status, float(r.budget),
@@ -65,6 +74,7 @@ def summary(path: Path, wall_s: float, top_budget: float) -> dict:
     return {"run": path.name, "trials": len(t), "success": int((t["status"] == "SUCCESS").sum()),
             "max budget": float(t["budget"].max()), "incumbent": inc.trial_id if inc else None,
             "inc budget": inc.budget if inc else None, "inc epochs": int(row["epochs"]) if inc else None,
+            "inc epochs run": epochs_run(path, inc.trial_id) if inc else None,
             "inc cost": inc.cost if inc else None,
             "val E meV/atom": 1e3 * row["val_energy_mae_per_atom"] if inc else None,
             "val F meV/A": 1e3 * row["val_force_mae"] if inc else None,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 from conftest import REPO, load_benchmark
 
 from mfhpo.study.config import load_study
+from mfhpo.study.rundir import RunDir
 
 
 def test_study_copy_runs_anywhere_and_summary_uses_the_one_incumbent_rule(tmp_path):
@@ -25,8 +28,12 @@ def test_study_copy_runs_anywhere_and_summary_uses_the_one_incumbent_rule(tmp_pa
     pd.DataFrame([{"trial_id": i, "budget": b, "status": st, "cost": c, "epochs": int(20 * b), "started_at": t0,
                    "finished_at": f"2026-12-07T10:{m:02d}:00+00:00", "val_energy_mae_per_atom": 0.001 * i,
                    "val_force_mae": 0.01 * i} for i, b, st, c, m in rows]).to_csv(run / "trials.csv", index=False)
+    inc_dir = RunDir(run).trial_dir(5)
+    inc_dir.mkdir(parents=True)
+    (inc_dir / "trial.json").write_text(json.dumps({"trial_id": 5, "epochs_run": 150}))  # stopped by the wall time
     r = sp.summary(run, 600.0, 9.0)
     # highest budget reached first, then the lowest cost: trial 5, not the cheaper budget-1 trial 1
-    assert (r["incumbent"], r["inc budget"], r["inc epochs"], r["inc cost"]) == (5, 9.0, 180, 0.20)
+    got = (r["incumbent"], r["inc budget"], r["inc epochs"], r["inc epochs run"], r["inc cost"])
+    assert got == (5, 9.0, 180, 150, 0.20)
     assert r["first top s"] == 360.0 and r["first top share"] == 0.6 and r["trials"] == 5 and r["success"] == 4
     assert sp.summary(run, 600.0, 27.0)["first top s"] != sp.summary(run, 600.0, 27.0)["first top s"]  # NaN: none
