@@ -21,9 +21,11 @@ lowest rung and every promotion). On resume it is merged with the run history, s
 * a trial found in the run history at a rung budget (e.g. re-told from mfhpo's trial records after a
   kill between two state writes) counts as an assignment: no promotion is made twice.
 
-Cost per ``ask()``: the run history is read incrementally (the entries added since the last ask and
-the trials that were RUNNING then) into per-rung rankings kept sorted, so an ask costs O(new results
-+ running trials + promoted prefix), not a scan and sort of the whole history (docs/scale.md).
+Cost per ``ask()``: the run history is read incrementally (the entries added since the last ask, the
+finished entries told again and the trials that were RUNNING then) into per-rung rankings kept sorted,
+with each rung's not-yet-promoted successes in rank order beside them, so an ask costs O(changed
+entries + running trials) and one bisection per rung, not a scan and sort of the whole history
+(docs/scale.md).
 """
 
 from __future__ import annotations
