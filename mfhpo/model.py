@@ -154,8 +154,9 @@ class Potential(nn.Module):
     def scale_features(self, fp: torch.Tensor, elem: torch.Tensor) -> torch.Tensor:
         return (fp - self.feat_offset[elem]) * self.feat_scale[elem]
 
-    def scale_dfp(self, dfp: torch.Tensor, elem_i: torch.Tensor) -> torch.Tensor:
-        return dfp * self.feat_scale[elem_i].unsqueeze(-1)
+    def scale_dfp(self, dfp: torch.Tensor, elem_i: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Derivatives of the scaled features (``out=dfp``: in place)."""
+        return torch.mul(dfp, self.feat_scale[elem_i].unsqueeze(-1), out=out)
 
     # ----------------------------------------------------------------------------------------
     def scaled_energy_forces(self, batch: Batch, forces: bool, create_graph: bool = False):
@@ -264,8 +265,9 @@ class FeatureStore:
         if self.derivatives:
             idx = self.atom_start.repeat_interleave(self.npairs) + self.pair_i
             chunk = 1 << 18
-            for s in range(0, self.dfp.shape[0], chunk):  # in place: the products scale_dfp makes, no copies
-                self.dfp[s:s + chunk].mul_(pot.feat_scale[self.elem[idx[s:s + chunk]]].unsqueeze(-1))
+            for s in range(0, self.dfp.shape[0], chunk):  # in place: no copies
+                block = self.dfp[s:s + chunk]
+                pot.scale_dfp(block, self.elem[idx[s:s + chunk]], out=block)
         self.scaled = True
 
     def set_targets(self, pot: "Potential") -> None:
