@@ -609,7 +609,7 @@ def test_disk_full_is_one_line_state_stays_valid_and_resumes(tmp_path, frames):
         assert first.returncode == 0, first.stderr[-2000:]
         # fill the disk, then extend the study: the next write fails with ENOSPC
         filler = disk / "filler"
-        with open(filler, "wb") as fh:
+        with open(filler, "wb", buffering=0) as fh:  # unbuffered: close() has nothing left to flush onto the full disk
             try:
                 while True:
                     fh.write(b"\0" * 65536)
