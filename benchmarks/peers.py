@@ -22,9 +22,16 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# the pipeline's two rules, shared with mfhpo's own optuna-tpe-hb optimizer (mfhpo run)
+from mfhpo.study.optuna_pipeline import rung_budgets, suggest_from_configspace  # noqa: E402,F401
 
 # the packages each peer imports (DEHB 0.1.2 also needs loguru, which --no-deps does not bring)
 PEER_MODULES = {"smac-mf-facade": ("smac",), "optuna-tpe-hb": ("optuna",), "dehb": ("dehb", "loguru")}
@@ -37,17 +44,6 @@ def missing(kind: str) -> str | None:
             how = "pip install --no-deps dehb==0.1.2 loguru" if kind == "dehb" else "pip install -e '.[bench]'"
             return f"{kind} skipped: the {mod} package is not installed ({how})"
     return None
-
-
-def rung_budgets(min_budget: float, max_budget: float, eta: int) -> list[float]:
-    """Optuna's rung steps from ``min_budget`` up to ``max_budget`` (factor eta; the top one exact).
-    Counted upwards, as Optuna's pruner counts its integer steps; SMAC and DEHB count down from the
-    top, which gives the same ladder when max/min is a power of eta (1..27 here)."""
-    out, b = [], float(min_budget)
-    while b < max_budget * (1 - 1e-9):
-        out.append(b)
-        b *= eta
-    return out + [float(max_budget)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -75,38 +71,6 @@ def run_smac_facade(log, cs, seed: int, crash_cost: float, workdir: Path) -> Non
 # ------------------------------------------------------------------------------------------------
 # Optuna: TPE + Hyperband pruner
 # ------------------------------------------------------------------------------------------------
-
-
-def suggest_from_configspace(trial, cs) -> dict[str, Any]:
-    """Values for every active hyperparameter of ``cs``, suggested by an Optuna trial (parents
-    before children; a child is suggested only when all its conditions hold)."""
-    from ConfigSpace import (CategoricalHyperparameter, Constant, OrdinalHyperparameter, UniformFloatHyperparameter,
-                             UniformIntegerHyperparameter)
-
-    values: dict[str, Any] = {}
-    for hp in cs.values():  # topological order
-        conds = cs.parent_conditions_of[hp.name]
-        if any(not all(p.name in values for p in _parents(c)) or not c.satisfied_by_value(values) for c in conds):
-            continue
-        if isinstance(hp, UniformFloatHyperparameter):
-            values[hp.name] = trial.suggest_float(hp.name, hp.lower, hp.upper, log=hp.log)
-        elif isinstance(hp, UniformIntegerHyperparameter):
-            values[hp.name] = trial.suggest_int(hp.name, hp.lower, hp.upper, log=hp.log)
-        elif isinstance(hp, CategoricalHyperparameter):
-            values[hp.name] = trial.suggest_categorical(hp.name, list(hp.choices))
-        elif isinstance(hp, OrdinalHyperparameter):
-            values[hp.name] = trial.suggest_categorical(hp.name, list(hp.sequence))
-        elif isinstance(hp, Constant):
-            values[hp.name] = hp.value
-        else:
-            raise TypeError(f"optuna-tpe-hb: hyperparameter type {type(hp).__name__} of {hp.name!r} not supported")
-    return values
-
-
-def _parents(cond) -> list:
-    if hasattr(cond, "parent"):
-        return [cond.parent]
-    return [p for c in cond.components for p in _parents(c)]
 
 
 def run_optuna(log, cs, seed: int, crash_cost: float, workdir: Path) -> None:

@@ -2,11 +2,14 @@
 
     python benchmarks/study_pairs.py spaces/md17_aspirin.yaml --seeds 0 1 2 --wall 10m --workers 1
     python benchmarks/study_pairs.py spaces/md17_aspirin.yaml --seeds 0 1 2 --summary-only
+    python benchmarks/study_pairs.py spaces/md17_aspirin.yaml --seeds 0 1 2 --wall 15m --tag 15m
 
 For every seed, one copy of the study file (``seed``, ``budget.wall_time``, the data paths made
-absolute; in ``--out``) is run once per optimizer (``--optimizers``, default ``smac-mf random``: mfhpo's
-default and random search at the top budget), all optimizers of a seed at the same time (the same
-machine load), each with ``--workers`` local workers, in ``runs/<name>_cmp_<optimizer>_s<seed>``.
+absolute; in ``--out``) is run once per optimizer (``--optimizers``, default ``smac-mf random
+optuna-tpe-hb``: mfhpo's default, random search at the top budget, and the Optuna pipeline users
+come from, TPE + Hyperband pruner, as chains of trials on the same workers:
+mfhpo/study/optuna_pipeline.py), all optimizers of a seed at the same time (the same machine
+load), each with ``--workers`` local workers, in ``runs/<name>_cmp_<optimizer>_s<seed>``.
 A trial still running at the wall time gets the time left as its limit (``mfhpo run``'s rule), so every
 run ends within about a minute of the others.
 
@@ -14,8 +17,7 @@ Printed per run from its trials.csv: trials, the incumbent by mfhpo's one rule
 (:func:`mfhpo.study.trial.select_incumbent`: highest budget reached, then lowest cost), its budget,
 epochs (of the budget, and trained in all: fewer when the wall time stopped it), validation cost and
 MAEs, and when the first top-budget result arrived (seconds after the first trial started, and as a
-share of the wall time). The Optuna pipeline (TPE + Hyperband pruner)
-runs only in the in-process benchmark (benchmarks/optimizers.py), not on ``mfhpo run``'s workers.
+share of the wall time).
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ def study_copy(study: Path, seed: int, wall: str, out: Path) -> tuple[Path, str]
     return path, d["name"].removesuffix(f"_cmp_s{seed}")
 
 
-def rundir(base: str, optimizer: str, seed: int) -> Path:
-    return REPO / "runs" / f"{base}_cmp_{optimizer}_s{seed}"
+def rundir(base: str, optimizer: str, seed: int, tag: str = "") -> Path:
+    return REPO / "runs" / f"{base}_cmp{tag}_{optimizer}_s{seed}"
 
 
 def epochs_run(path: Path, trial_id: int) -> int | None:
@@ -85,10 +87,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study", type=Path)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--optimizers", nargs="+", default=["smac-mf", "random"])
+    ap.add_argument("--optimizers", nargs="+", default=["smac-mf", "random", "optuna-tpe-hb"])
     ap.add_argument("--wall", default="10m", help="budget.wall_time of every run")
     ap.add_argument("--workers", type=int, default=1, help="local workers of every run")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "cmp", help="study copies and logs")
+    ap.add_argument("--tag", default="", help="run directories runs/<name>_cmp<TAG>_<optimizer>_s<seed> (e.g. the wall "
+                    "time, to keep comparisons of different lengths apart)")
     ap.add_argument("--summary-only", action="store_true", help="print the table of runs already made")
     a = ap.parse_args(argv)
     study = yaml.safe_load(a.study.read_text())
@@ -99,15 +103,15 @@ def main(argv=None) -> int:
         path, _ = study_copy(a.study, seed, a.wall, a.out)
         procs = []
         for opt in a.optimizers:
-            log = open(a.out / f"{opt}_s{seed}.log", "w")
+            log = open(a.out / f"{opt}{a.tag}_s{seed}.log", "w")
             procs.append(subprocess.Popen(["mfhpo", "run", str(path), "--workers", str(a.workers), "--optimizer", opt,
-                                           "--rundir", str(rundir(base, opt, seed))], stdout=log, stderr=log))
+                                           "--rundir", str(rundir(base, opt, seed, a.tag))], stdout=log, stderr=log))
         for p in procs:
             p.wait()
         print(f"seed {seed}: done ({', '.join(f'{o} rc {p.returncode}' for o, p in zip(a.optimizers, procs))})",
               flush=True)
-    rows = [summary(rundir(base, opt, s), parse_duration(a.wall), top_budget) for s in a.seeds for opt in a.optimizers
-            if (rundir(base, opt, s) / "trials.csv").exists()]
+    dirs = [rundir(base, opt, s, a.tag) for s in a.seeds for opt in a.optimizers]
+    rows = [summary(d, parse_duration(a.wall), top_budget) for d in dirs if (d / "trials.csv").exists()]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0

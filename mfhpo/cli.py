@@ -116,7 +116,7 @@ def run(
     study: Path = typer.Argument(..., help="study YAML (spaces/*.yaml)"),
     trials: Optional[int] = typer.Option(None, "--trials", help="override budget.trials"),
     workers: Optional[int] = typer.Option(None, "--workers", help="override cluster.workers (local)"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="override optimizer: smac-mf, smac-bo, random"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="override optimizer: smac-mf, smac-bo, random, optuna-tpe-hb"),
     rundir: Optional[Path] = typer.Option(None, "--rundir", help="run directory (default runs/<study name>)"),
     check: bool = typer.Option(False, "--check", help="validate data, space corners, budget ladder and cluster; "
                                                       "print them and exit without running a trial"),

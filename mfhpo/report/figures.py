@@ -18,7 +18,8 @@ from mfhpo.report.load import CFG_PREFIX, StudyResults  # noqa: E402
 from mfhpo.report.metrics_info import axis_label  # noqa: E402
 
 STYLE = {"smac-mf": dict(color="tab:blue"), "smac-bo": dict(color="tab:orange"),
-         "random": dict(color="0.35", ls="--"), "unknown": dict(color="tab:purple")}
+         "random": dict(color="0.35", ls="--"), "optuna-tpe-hb": dict(color="tab:green"),
+         "unknown": dict(color="tab:purple")}
 
 
 def _style(opt: str) -> dict:

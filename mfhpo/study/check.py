@@ -227,6 +227,18 @@ class CheckReport:
     lines: list[str] = field(default_factory=list)
 
 
+def check_optimizer_kind(kind: str) -> None:
+    """One-line error for an optimizer mfhpo does not have, or one whose package is not installed."""
+    import importlib.util
+
+    from mfhpo.study.optimizers import KINDS
+
+    if kind not in KINDS:
+        raise MfhpoError(f"--optimizer: must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "optuna-tpe-hb" and importlib.util.find_spec("optuna") is None:
+        raise MfhpoError("optimizer optuna-tpe-hb needs optuna: pip install -e '.[bench]'")
+
+
 def check_study(study_path: Path, *, workers: Optional[int] = None, optimizer: Optional[str] = None,
                 rundir: Optional[Path] = None) -> CheckReport:
     """``mfhpo run STUDY --check``: validate everything a run would (data, corners, ladder, cluster,
@@ -239,8 +251,7 @@ def check_study(study_path: Path, *, workers: Optional[int] = None, optimizer: O
 
     study = load_study(study_path)
     kind = optimizer or study.optimizer
-    if kind not in ("smac-mf", "smac-bo", "random"):
-        raise MfhpoError(f"--optimizer: must be smac-mf, smac-bo or random, got {kind!r}")
+    check_optimizer_kind(kind)
     spec = build_space_spec(study, str(study.path))
     corners = check_corners(study, spec)
     root = Path(rundir) if rundir is not None else Path("runs") / study.name

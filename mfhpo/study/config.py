@@ -194,7 +194,7 @@ class StudyConfig(_Strict):
     fixed: dict[str, Any] = Field(default_factory=dict, description="partial TrialConfig (nested) applied to every trial")
     fidelity: FidelitySection
     budget: Limits
-    optimizer: Literal["smac-mf", "smac-bo", "random"] = "smac-mf"
+    optimizer: Literal["smac-mf", "smac-bo", "random", "optuna-tpe-hb"] = "smac-mf"
     optimizer_options: OptimizerOptions = Field(default_factory=OptimizerOptions)
     mode: Literal["joint", "two-stage"] = "joint"
     two_stage: TwoStageSection = Field(default_factory=TwoStageSection)

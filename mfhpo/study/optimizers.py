@@ -1,6 +1,7 @@
 """Optimizers with one ask/tell API: ``smac-mf`` (SMAC MultiFidelityFacade + Hyperband),
-``smac-bo`` (SMAC HyperparameterOptimizationFacade at full budget) and ``random`` (random search at
-full budget).
+``smac-bo`` (SMAC HyperparameterOptimizationFacade at full budget), ``random`` (random search at
+full budget) and, for side-by-side comparisons, ``optuna-tpe-hb`` (Optuna TPE + Hyperband pruner,
+the pipeline users come from: :mod:`mfhpo.study.optuna_pipeline`).
 
 Usable from a plain Python objective::
 
@@ -28,7 +29,7 @@ from typing import Any
 
 from mfhpo.study.rundir import atomic_write_text
 
-KINDS = ("smac-mf", "smac-bo", "random")
+KINDS = ("smac-mf", "smac-bo", "random", "optuna-tpe-hb")
 PROMOTIONS = ("sync", "async")  # smac-mf: SMAC's Hyperband (sync) or ASHA (async, mfhpo.study.asha)
 ACQUISITIONS = ("ei", "ei_per_second")  # SMAC's EI, or EI per predicted second (mfhpo.study.cost_aware)
 
@@ -533,6 +534,11 @@ def make_optimizer(
         raise MfhpoError(f"optimizer_options.acquisition: must be one of {', '.join(ACQUISITIONS)}, "
                          f"got {acquisition!r}")
     name = name or kind
+    if kind == "optuna-tpe-hb":
+        from mfhpo.study.optuna_pipeline import OptunaPipeline
+
+        return OptunaPipeline(configspace, min_budget=min_budget, max_budget=max_budget, eta=eta, seed=seed,
+                              output_dir=Path(output_dir), name=name, crash_cost=crash_cost)
     common: dict[str, Any] = {
         "configspace": configspace,
         "name": name,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mfhpo.errors import MfhpoError
-from mfhpo.study.check import check_corners, preflight_data, rounding_note
+from mfhpo.study.check import check_corners, check_optimizer_kind, preflight_data, rounding_note
 from mfhpo.study.config import StudyConfig, load_study
 from mfhpo.study.failures import one_line_failures
 from mfhpo.study.fidelity import describe as describe_fidelity
@@ -353,8 +353,7 @@ def run_command(study: Path, *, trials: Optional[int] = None, workers: Optional[
     it before importing this module); otherwise it is taken here."""
     cfg = load_study(study)
     kind = optimizer or cfg.optimizer
-    if kind not in ("smac-mf", "smac-bo", "random"):
-        raise MfhpoError(f"--optimizer: must be smac-mf, smac-bo or random, got {kind!r}")
+    check_optimizer_kind(kind)
     if trials is not None and trials < 1:
         raise MfhpoError(f"--trials: must be >= 1, got {trials}")
     # the study validated once: its space, then every categorical choice and range end materialised,
