@@ -102,35 +102,70 @@ def test_one_worker_makes_the_decisions_of_the_in_process_pipeline(tmp_path):
 
 def test_continuations_first_and_rebuilt_from_records(tmp_path):
     """With several stretches out at once a chain that goes on is handed out before a new
-    configuration; a fresh optimizer told the same finished results (resume: the trial records
-    told again in trial order) waits to continue the same chains at the same budgets."""
+    configuration, and every told result is in the run history; a fresh optimizer told the same
+    finished results (resume: the trial records told again in trial order, upper stretches
+    included) waits to continue the same chains at the same budgets, in the same order."""
     opt = _opt(tmp_path)
     infos = [opt.ask() for _ in range(6)]  # six workers busy
     assert all(i.budget == 1.0 for i in infos)
     told = []
-    for info in infos[:4]:
+
+    def tell(info):
         v = _value(_cost(dict(info.config), info.budget))
         opt.tell(info, v)
         told.append((info, v))
-    waiting = [(sorted(dict(c).items()), opt.rungs[k]) for _, c, k in opt._next]
+
+    for info in infos[:4]:
+        tell(info)
+    assert opt.n_finished() == 4
+    assert [opt.runhistory.get_cost(i.config) for i, _ in told] == [v.cost for _, v in told]
+    waiting = [(_key(dict(c)), opt.rungs[k]) for _, c, k in opt._next]
     assert waiting, "no chain went on"
     nxt = opt.ask()
-    assert nxt.budget == 3.0 and (sorted(dict(nxt.config).items()), 3.0) == waiting[0]
+    assert nxt.budget == 3.0 and (_key(dict(nxt.config)), 3.0) == waiting[0]
     assert opt.config_id(nxt.config) == opt.config_id(next(i.config for i, _ in told if i.config == nxt.config))
+    tell(nxt)  # an upper stretch finished too
+    waiting = [(_key(dict(c)), opt.rungs[k]) for _, c, k in opt._next]
+    assert waiting and 3.0 in [b for _, b in waiting]
 
     again = _opt(tmp_path, name="s")
-    for info, v in told:  # what resume does: TrialInfo rebuilt from the record, same values
+    again.register([Configuration(_space(), values=dict(i.config)) for i in infos])
+    for info, v in sorted(told, key=lambda t: t[0].budget):  # trial order: the budget-1 records first
         config = Configuration(_space(), values=dict(info.config))
         again.tell(TrialInfo(config=config, seed=info.seed, budget=info.budget), v)
-    assert [(sorted(dict(c).items()), again.rungs[k]) for _, c, k in again._next] == waiting
-    assert again.n_finished() == 4
+    assert [(_key(dict(c)), again.rungs[k]) for _, c, k in again._next] == waiting
+    assert again.n_finished() == 5
+    assert [again.config_id(i.config) for i in infos] == [1, 2, 3, 4, 5, 6]  # numbered in record order
     first = again.ask()
-    assert (sorted(dict(first.config).items()), first.budget) == waiting[0]
+    assert (_key(dict(first.config)), first.budget) == waiting[0]
     # the rebuilt trials drew nothing from the sampler: new configurations must still be new
     while again._next:
         again.ask()
     fresh = again.ask()
     assert fresh.budget == 1.0 and _key(dict(fresh.config)) not in [_key(dict(i.config)) for i in infos]
+
+
+def test_equal_configurations_in_two_chains_stay_apart(tmp_path):
+    """On a small discrete space TPE proposes equal configurations; each told result goes to the
+    Optuna trial of the stretch it came from, so every Optuna trial ends and none is left running."""
+    cs = ConfigurationSpace(seed=0)
+    cs.add([Categorical("a", ["p", "q"]), Categorical("b", ["u", "v"])])
+    opt = make_optimizer("optuna-tpe-hb", cs, min_budget=1, max_budget=9, eta=3, seed=0, output_dir=tmp_path,
+                         name="d", crash_cost=100.0)
+    out = []
+    for _ in range(40):
+        while len(out) < 3:  # three workers
+            out.append(opt.ask())
+        info = out.pop(0)
+        c = dict(info.config)
+        opt.tell(info, _value(0.1 * (c["a"] == "q") + 0.05 * (c["b"] == "v") + 1.0 / info.budget))
+    while out or opt._next:  # finish every chain
+        info = out.pop(0) if out else opt.ask()
+        opt.tell(info, _value(1.0))
+    keys = [_key(dict(t.params)) for t in opt.study.trials]
+    assert len(keys) > len(set(keys))  # equal configurations did occur
+    assert all(t.state.name != "RUNNING" for t in opt.study.trials) and not opt._live
+    assert opt._reopened == 0  # nothing was taken for a told-again record
 
 
 def test_unknown_or_missing_optimizer_is_one_line(tmp_path, monkeypatch):
@@ -148,10 +183,11 @@ def test_unknown_or_missing_optimizer_is_one_line(tmp_path, monkeypatch):
 
 
 def test_study_on_a_local_cluster_continues_its_chains(tmp_path):
-    """``mfhpo run --optimizer optuna-tpe-hb`` on the demo study (smaller) with 2 workers: a stretch
-    above the lowest budget follows its chain's previous stretch and continues its checkpoint where
-    the fidelity allows it (the demo's subset is full from budget 3 on: every budget-9 stretch), no
-    configuration runs a budget twice, and a resumed run goes on without repeating one."""
+    """``mfhpo run --optimizer optuna-tpe-hb`` on the demo study (smaller), one worker: Optuna's own
+    loop order (a chain that goes on is the next trial: nothing is asked ahead), and a stretch
+    continues its checkpoint where the fidelity allows it (the demo's subset is full from budget 3 on:
+    every budget-9 stretch). Resumed with 2 workers it goes on without repeating a (configuration,
+    budget) (the demo space has continuous parameters: TPE does not propose one twice)."""
     from mfhpo.study.runner import run_command
 
     study = yaml.safe_load((REPO / "spaces" / "demo.yaml").read_text())
@@ -161,15 +197,16 @@ def test_study_on_a_local_cluster_continues_its_chains(tmp_path):
     p = tmp_path / "demo_optuna.yaml"
     p.write_text(yaml.safe_dump(study))
     rundir = tmp_path / "run"
-    run_command(p, trials=12, rundir=rundir, workers=2, progress=False, optimizer="optuna-tpe-hb")
+    run_command(p, trials=12, rundir=rundir, workers=1, progress=False, optimizer="optuna-tpe-hb")
     df = pd.read_csv(rundir / "trials.csv")
     assert len(df) == 12 and (df["status"] == "SUCCESS").all() and (df["optimizer"] == "optuna-tpe-hb").all()
     assert not df.duplicated(["config_id", "budget"]).any()
     up = df[df["budget"] > 1.0]
     assert len(up) >= 2
-    for r in up.itertuples():  # each stretch follows its chain's previous one
-        prev = df[(df["config_id"] == r.config_id) & (df["budget"] == r.budget / 3)]
-        assert len(prev) == 1 and int(prev["trial_id"].iloc[0]) < r.trial_id
+    rows = list(df.sort_values("trial_id").itertuples())
+    for prev, r in zip(rows, rows[1:]):  # one worker: each stretch right after its chain's previous one
+        if r.budget > 1.0:
+            assert (prev.config_id, prev.budget * 3) == (r.config_id, r.budget), df[["trial_id", "config_id", "budget"]]
     top = df[df["budget"] == 9.0]
     assert len(top) >= 1 and top["warm_started"].all(), df[["trial_id", "budget", "warm_started", "warm_start_from"]]
     assert (top["epochs_saved"] == 3).all()  # 3 of 9 epochs: budget 3's

@@ -9,7 +9,8 @@
 * At most ``n_slots()`` trials are in Dask at once, each with ``resources={"trial": 1}`` so two
   trials never share a worker (GPU). With zero workers the dispatcher waits.
 * SMAC runs in its own thread (asks ahead ``prefetch`` trials, processes tells in order), so model
-  refits (seconds) do not leave workers idle; the main thread only moves futures. When the thread
+  refits (seconds) do not leave workers idle; the main thread only moves futures. An optimizer
+  with ``ask_ahead = False`` (optuna-tpe-hb) is asked only while a slot is free. When the thread
   stops it writes SMAC's state files if tells are not yet in them (``Optimizer.save_interval_s``).
 * ``trace(event, seconds, cpu_seconds)`` (optional) receives the wall-clock duration and the calling
   thread's CPU time of every ``ask``, ``tell``, ``submit`` (prepare + Dask submit), ``finish``
@@ -39,13 +40,16 @@ class _OptimizerThread(threading.Thread):
     """Owns every call into SMAC: asks ahead into ``ready``, tells from ``tells`` in order."""
 
     def __init__(self, optimizer, wake: "queue.Queue", prefetch: int, may_ask: Callable[[], bool],
-                 trace: Optional[Callable[[str, float, float], None]] = None):
+                 trace: Optional[Callable[[str, float, float], None]] = None,
+                 slot_free: Callable[[], bool] = lambda: True):
         super().__init__(daemon=True, name="mfhpo-optimizer")
         self.trace = trace
         self.opt = optimizer
         self.wake = wake
         self.prefetch = max(1, int(prefetch))
         self.may_ask = may_ask
+        # an optimizer with ask_ahead = False is asked only when a slot is free (optuna-tpe-hb)
+        self.slot_free = slot_free if not getattr(optimizer, "ask_ahead", True) else (lambda: True)
         self.ready: "queue.Queue[tuple[Any, int]]" = queue.Queue()
         self.tells: "queue.Queue[tuple[Any, Any]]" = queue.Queue()
         self.cv = threading.Condition()
@@ -80,7 +84,7 @@ class _OptimizerThread(threading.Thread):
                     if getattr(self.opt, "unsaved", 0):
                         self.opt.save()
                     return
-                if self.ready.qsize() < self.prefetch and not self.exhausted and self.may_ask():
+                if self.ready.qsize() < self.prefetch and not self.exhausted and self.may_ask() and self.slot_free():
                     t0, c0 = time.perf_counter(), time.thread_time()
                     try:
                         info = self.opt.ask()
@@ -218,7 +222,9 @@ class Dispatcher:
 
     def run(self) -> dict:
         may_ask = lambda: self.may_start(self._active())  # noqa: E731
-        self._thread = _OptimizerThread(self.opt, self.wake, self.prefetch, may_ask, trace=self.trace)
+        slot_free = lambda: self._active() < self._slots[0]  # noqa: E731  (the last count; the main thread renews it)
+        self._thread = _OptimizerThread(self.opt, self.wake, self.prefetch, may_ask, trace=self.trace,
+                                        slot_free=slot_free)
         self._thread.start()
         t_start = time.time()
         try:

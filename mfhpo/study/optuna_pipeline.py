@@ -11,15 +11,24 @@ lowest budget (1, eta, eta**2, ...).
 
 SMAC plays no part in the choices. A SMAC RunHistory is kept only as the study's bookkeeping
 (configuration ids, finished results), so that records, warm starts and the incumbent work as for
-every optimizer. Nothing is saved beside mfhpo's trial records: on resume the runner tells the
-finished records again (``mfhpo.study.resume.retell_missed``), which rebuilds the Optuna study (in
-memory) in trial order. A chain whose next stretch was waiting is continued. The pruner's decisions
-for rebuilt chains may differ from the first run's (Optuna assigns brackets by trial number), but
-what already ran is what the records say; new configurations come from a sampler seeded anew
-(from the study seed and the number of rebuilt chains), since the rebuilt trials drew nothing.
+every optimizer. The dispatcher asks this optimizer only when a worker is free (``ask_ahead``), so
+with one worker the study evaluates exactly the sequence of Optuna's own ask/tell loop; with N
+workers it runs N chains at a time, as N Optuna processes sharing one storage would.
 
-Needs optuna (``pip install -e '.[bench]'``); ``optimizer_options.promotion`` and ``acquisition``
-are SMAC's and do not apply.
+Nothing is saved beside mfhpo's trial records. On resume every record's configuration is numbered
+in trial order (:meth:`OptunaPipeline.register`) and the runner tells the finished records again
+(``mfhpo.study.resume.retell_missed``), which rebuilds the Optuna study (in memory) in trial order.
+A chain whose next stretch was waiting is continued. The pruner's decisions for rebuilt chains may
+differ from the first run's (Optuna assigns brackets by trial number), but what already ran is what
+the records say; new configurations come from a sampler seeded anew (from the study seed and the
+number of rebuilt chains), since the rebuilt trials drew nothing.
+
+Needs optuna (``pip install -e '.[bench]'``). Optuna's defaults otherwise (TPE's 10 random
+startup trials); ``optimizer_options`` are SMAC's and do not apply (``initial_design``,
+``promotion``, ``acquisition``, ``smac_save_s``, ``prefetch``). A stretch continues its chain's
+checkpoint only where mfhpo's warm start applies (``fidelity.warm_start``, the default, and a
+fidelity whose lower budget's schedule is a prefix of the higher one's, e.g. ``subset.curriculum``);
+elsewhere it trains from scratch, and pays for it.
 """
 
 from __future__ import annotations
@@ -81,6 +90,9 @@ class OptunaPipeline:
 
     kind = "optuna-tpe-hb"
     unsaved = 0  # nothing of its own to save: mfhpo's trial records are the state
+    # no new configuration asked ahead while every worker is busy (the dispatcher asks when a slot is
+    # free): a finished stretch's continuation then takes its worker first, as in Optuna's own loop
+    ask_ahead = False
 
     def __init__(self, configspace, *, min_budget: float, max_budget: float, eta: int, seed: int, output_dir: Path,
                  name: str, crash_cost: float):
@@ -96,16 +108,22 @@ class OptunaPipeline:
         self.max_budget = float(max_budget)
         self.crash_cost = float(crash_cost)
         self.rungs = rung_budgets(min_budget, max_budget, eta)
-        self._unit = float(min_budget)
+        # Optuna's integer steps: budgets in units of the lowest one, strictly increasing (a top budget
+        # that is not min * eta**k may round onto the step below it)
+        self._steps: list[int] = []
+        for b in self.rungs:
+            self._steps.append(max(int(round(b / float(min_budget))), self._steps[-1] + 1 if self._steps else 1))
         self._output_dir = Path(output_dir)
-        pruner = optuna.pruners.HyperbandPruner(min_resource=self._step(self.rungs[0]),
-                                                max_resource=self._step(self.rungs[-1]), reduction_factor=int(eta))
+        pruner = optuna.pruners.HyperbandPruner(min_resource=self._steps[0], max_resource=self._steps[-1],
+                                                reduction_factor=int(eta))
         # a fixed study name: the pruner assigns trials to brackets by hashing it with the trial number
         self.study = optuna.create_study(study_name=f"{name}-{self.seed}", direction="minimize",
                                          sampler=optuna.samplers.TPESampler(seed=self.seed), pruner=pruner)
         self.rh = RunHistory()
         self._reopened = 0  # chains rebuilt from told-again records (resume)
-        self._live: dict = {}  # (config_id, rung index) -> the Optuna trial running that stretch
+        # id of the TrialInfo ask() returned -> (that TrialInfo, its Optuna trial): the dispatcher tells
+        # exactly the object it was given, so equal configurations in two chains are never confused
+        self._live: dict = {}
         self._next: deque = deque()  # (optuna trial, config, rung index) of chains waiting to continue
 
     # ---- mfhpo's optimizer API --------------------------------------------------------------------
@@ -133,24 +151,32 @@ class OptunaPipeline:
         its chain first, with the configuration's values fixed."""
         from smac.runhistory.enumerations import StatusType
 
-        self.rh.add(config=info.config, cost=value.cost, time=value.time, status=value.status, seed=info.seed,
-                    budget=info.budget, starttime=value.starttime, endtime=value.endtime,
-                    additional_info=value.additional_info)
+        self.rh.add(config=info.config, cost=value.cost, time=value.time, cpu_time=value.cpu_time,
+                    status=value.status, seed=info.seed, budget=info.budget, starttime=value.starttime,
+                    endtime=value.endtime, additional_info=value.additional_info, force_update=True)
         k = self._rung(info.budget)
-        key = (self.rh.get_config_id(info.config), k)
-        trial = self._live.pop(key, None)
-        if trial is None:
-            trial = self._reopen(info.config, k)
+        live = self._live.pop(id(info), None)
+        trial = live[1] if live is not None and live[0] is info else self._reopen(info.config, k)
         if value.status != StatusType.SUCCESS or not math.isfinite(value.cost):
             self.study.tell(trial, state=_state("FAIL"))
             return
-        trial.report(float(value.cost), step=self._step(self.rungs[k]))
+        trial.report(float(value.cost), step=self._steps[k])
         if k == len(self.rungs) - 1:
             self.study.tell(trial, float(value.cost))
         elif trial.should_prune():
             self.study.tell(trial, state=_state("PRUNED"))
         else:
             self._next.append((trial, info.config, k + 1))
+
+    def register(self, configs) -> None:
+        """Number ``configs`` (every record's configuration, in trial order) before records are told
+        again on resume, so that each configuration of the study, finished or not, gets one id."""
+        rh = self.rh
+        for c in configs:
+            if c not in rh._config_ids:  # RunHistory.add's numbering, without adding a trial
+                rh._n_id += 1
+                rh._config_ids[c] = rh._n_id
+                rh._ids_config[rh._n_id] = c
 
     def save_due(self, since_last_s: float) -> bool:
         return False
@@ -176,9 +202,6 @@ class OptunaPipeline:
         return self.rh.finished
 
     # ---- internals --------------------------------------------------------------------------------
-    def _step(self, budget: float) -> int:
-        return int(round(budget / self._unit))
-
     def _rung(self, budget) -> int:
         for k, b in enumerate(self.rungs):
             if math.isclose(float(budget), b, rel_tol=1e-9):
@@ -190,7 +213,7 @@ class OptunaPipeline:
 
         info = TrialInfo(config=config, seed=self.seed, budget=self.rungs[k])
         self.rh.add_running_trial(info)
-        self._live[(self.rh.get_config_id(config), k)] = trial
+        self._live[id(info)] = (info, trial)
         return info
 
     def _reopen(self, config, k: int):

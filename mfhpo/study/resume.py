@@ -123,8 +123,11 @@ def open_stage_optimizer(kind: str, study, rd: RunDir, stage: str, cs, records: 
                              initial_design=oo.initial_design, crash_cost=crash_cost, overwrite=False,
                              save_interval_s=oo.smac_save_s, promotion=oo.promotion,
                              acquisition=oo.acquisition)
+    registers = hasattr(opt, "register")  # its state is the records (optuna-tpe-hb): every configuration numbered
+    if registers:
+        opt.register([c for _, c in configurations(sorted(records, key=lambda r: r.trial_id), cs, lambda msg: None)])
     told = retell_missed(opt, cs, records, crash_cost, note)
-    if told:
+    if told or registers:
         align_config_ids(records, cs, opt, rd)
     if resumed["dropped"] or resumed["completed"] or told:
         note(f"stage {stage}: resumed SMAC state ({resumed['dropped']} interrupted trial(s) re-queued, "
