@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -567,6 +568,10 @@ def make_optimizer(
         # SMAC's defaults (retrain_after 8, 16 retries) except min_trials
         kwargs["config_selector"] = _config_selector_cls()(scenario, retrain_after=8, max_new_config_tries=16,
                                                                  min_trials=int(min_trials))
+    # SMAC's local search takes np.mean of an empty list of timings, and numpy warns twice per search:
+    # noise in every study's output, nothing the user can act on
+    for msg in ("Mean of empty slice", "invalid value encountered in scalar divide"):
+        warnings.filterwarnings("ignore", msg, RuntimeWarning, r"numpy\._core")
     facade = facade_cls(scenario, target_function=None, **kwargs)
     facade.runhistory.__class__ = _runhistory_cls()  # the same object (every SMAC part holds it), O(1) bounds
     _seed_reproducible(facade)
