@@ -539,7 +539,7 @@ def make_optimizer(
         from mfhpo.study.optuna_pipeline import OptunaPipeline
 
         return OptunaPipeline(configspace, min_budget=min_budget, max_budget=max_budget, eta=eta, seed=seed,
-                              output_dir=Path(output_dir), name=name, crash_cost=crash_cost)
+                              output_dir=Path(output_dir), name=name)
     common: dict[str, Any] = {
         "configspace": configspace,
         "name": name,

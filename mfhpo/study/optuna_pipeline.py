@@ -95,7 +95,7 @@ class OptunaPipeline:
     ask_ahead = False
 
     def __init__(self, configspace, *, min_budget: float, max_budget: float, eta: int, seed: int, output_dir: Path,
-                 name: str, crash_cost: float):
+                 name: str):
         try:
             import optuna
         except ImportError:
@@ -106,7 +106,6 @@ class OptunaPipeline:
         self.cs = configspace
         self.seed = int(seed)
         self.max_budget = float(max_budget)
-        self.crash_cost = float(crash_cost)
         self.rungs = rung_budgets(min_budget, max_budget, eta)
         # Optuna's integer steps: budgets in units of the lowest one, strictly increasing (a top budget
         # that is not min * eta**k may round onto the step below it)
@@ -224,8 +223,7 @@ class OptunaPipeline:
                 del self._next[n]
                 return trial
         self._reopened += 1
-        values = {name: config[name] for name in config.keys()}
-        self.study.enqueue_trial(values, skip_if_exists=False)
+        self.study.enqueue_trial(dict(config), skip_if_exists=False)
         trial = self.study.ask()
         suggest_from_configspace(trial, self.cs)  # records the fixed values with their distributions
         return trial
