@@ -232,11 +232,12 @@ def check_optimizer_kind(kind: str) -> None:
     import importlib.util
 
     from mfhpo.study.optimizers import KINDS
+    from mfhpo.study.optuna_pipeline import NEEDS_OPTUNA
 
     if kind not in KINDS:
         raise MfhpoError(f"--optimizer: must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "optuna-tpe-hb" and importlib.util.find_spec("optuna") is None:
-        raise MfhpoError("optimizer optuna-tpe-hb needs optuna: pip install -e '.[bench]'")
+        raise MfhpoError(NEEDS_OPTUNA)
 
 
 def check_study(study_path: Path, *, workers: Optional[int] = None, optimizer: Optional[str] = None,

@@ -40,6 +40,8 @@ from typing import Any
 
 from mfhpo.errors import MfhpoError
 
+NEEDS_OPTUNA = "optimizer optuna-tpe-hb needs optuna: pip install -e '.[bench]'"
+
 
 def rung_budgets(min_budget: float, max_budget: float, eta: int) -> list[float]:
     """Optuna's rung steps from ``min_budget`` up to ``max_budget`` (factor eta; the top one exact).
@@ -99,7 +101,7 @@ class OptunaPipeline:
         try:
             import optuna
         except ImportError:
-            raise MfhpoError("optimizer optuna-tpe-hb needs optuna: pip install -e '.[bench]'") from None
+            raise MfhpoError(NEEDS_OPTUNA) from None
         from smac.runhistory import RunHistory
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
