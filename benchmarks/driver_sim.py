@@ -88,7 +88,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
@@ -445,10 +444,8 @@ def simulate(workers: int, checkpoints: list[int], root: Path, *, mean_s: float 
     rd = RunDir(root / "run").prepare(study, study.optimizer)
     out = out if out is not None else sys.stdout
     rss0 = psutil.Process().memory_info().rss / 1e6  # before the study (SMAC imported, no optimizer yet)
-    with open(root / "driver.log", "a") as log, contextlib.redirect_stdout(log), warnings.catch_warnings():
-        # SMAC's local search logs np.mean of an empty list of timings (numpy warns twice per search)
-        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
-        warnings.filterwarnings("ignore", "invalid value encountered in scalar divide", RuntimeWarning)
+    # (SMAC's numpy warnings from its local search are filtered by make_optimizer)
+    with open(root / "driver.log", "a") as log, contextlib.redirect_stdout(log):
         run = SimStudyRun(study, rd, study.optimizer, None, progress, slots=workers, mean_s=mean_s, sigma=sigma,
                           seed=seed, prefetch=study.optimizer_options.prefetch, checkpoints=checkpoints,
                           extra_ms=extra_ms, mirror=mirror, out=out)
