@@ -57,6 +57,8 @@ OPTIMIZERS = {"smac-mf": ("smac-mf", {"promotion": "sync"}), "smac-mf-async": ("
               "smac-mf-eips": ("smac-mf", {"promotion": "sync", "acquisition": "ei_per_second"}),
               "smac-mf-async-eips": ("smac-mf", {"promotion": "async", "acquisition": "ei_per_second"}),
               "smac-mf-async-rp05": ("smac-mf", {"promotion": "async", "random_probability": 0.05}),
+              "smac-mf-ahb": ("smac-mf", {"promotion": "async", "brackets": "all"}),
+              "smac-mf-ahb2": ("smac-mf", {"promotion": "async", "brackets": 2}),
               "smac-bo": ("smac-bo", {}), "random": ("random", {})}
 PEER_KINDS = ("optuna-tpe-hb", "dehb", "smac-mf-facade")  # benchmarks/peers.py
 KINDS = (*OPTIMIZERS, *PEER_KINDS)
@@ -776,6 +778,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list of hartmann3, hartmann6, emt, demo, aspirin (the rMD17 frames in ../shared)")
     ap.add_argument("--optimizers", default=DEFAULT_KINDS,
                     help=f"comma list of {', '.join(KINDS)} (smac-mf-async: smac-mf with promotion: async; "
+                    "smac-mf-ahb, smac-mf-ahb2: the same with brackets: all, 2 (asynchronous Hyperband); "
                     "optuna-tpe-hb, dehb, smac-mf-facade: the peers of benchmarks/peers.py, skipped when not "
                     "installed)")
     ap.add_argument("--seeds", type=int, help="seeds for the synthetic objectives")

@@ -3,13 +3,16 @@
     python benchmarks/study_pairs.py spaces/md17_aspirin.yaml --seeds 0 1 2 --wall 10m --workers 1
     python benchmarks/study_pairs.py spaces/md17_aspirin.yaml --seeds 0 1 2 --summary-only
     python benchmarks/study_pairs.py spaces/md17_aspirin.yaml --seeds 0 1 2 --wall 15m --tag 15m
+    python benchmarks/study_pairs.py spaces/md17_aspirin.yaml --optimizers smac-mf:brackets=all --wall 15m --tag 15m
 
 For every seed, one copy of the study file (``seed``, ``budget.wall_time``, the data paths made
 absolute; in ``--out``) is run once per optimizer (``--optimizers``, default ``smac-mf random
 optuna-tpe-hb``: mfhpo's default, random search at the top budget, and the Optuna pipeline users
 come from, TPE + Hyperband pruner, as chains of trials on the same workers:
-mfhpo/study/optuna_pipeline.py), all optimizers of a seed at the same time (the same machine
-load), each with ``--workers`` local workers, in ``runs/<name>_cmp_<optimizer>_s<seed>``.
+mfhpo/study/optuna_pipeline.py; ``OPTIMIZER:KEY=VALUE,...`` sets ``optimizer_options`` in that run's
+copy, e.g. ``smac-mf:brackets=all`` runs in ``..._smac-mf-brackets-all_s<seed>``), all optimizers of a
+seed at the same time (the same machine load), each with ``--workers`` local workers, in
+``runs/<name>_cmp_<optimizer>_s<seed>``.
 A trial still running at the wall time gets the time left as its limit (``mfhpo run``'s rule), so every
 run ends within about a minute of the others.
 
@@ -40,8 +43,18 @@ from mfhpo.study.rundir import RunDir  # noqa: E402
 from mfhpo.study.trial import Candidate, select_incumbent  # noqa: E402
 
 
-def study_copy(study: Path, seed: int, wall: str, out: Path) -> tuple[Path, str]:
-    """The study file with ``seed`` and ``budget.wall_time``, data paths absolute; (path, name)."""
+def variant(spec: str) -> tuple[str, str, dict]:
+    """``smac-mf:brackets=all,initial_design=8`` -> (run name, optimizer, optimizer_options)."""
+    opt, _, rest = spec.partition(":")
+    options = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
+    name = "-".join([opt, *(f"{k}-{v}" for k, v in options.items())])
+    return name, opt, options
+
+
+def study_copy(study: Path, seed: int, wall: str, out: Path, options: dict | None = None,
+               variant_name: str = "") -> tuple[Path, str]:
+    """The study file with ``seed`` and ``budget.wall_time``, data paths absolute, ``options`` set in
+    ``optimizer_options``; (path, name)."""
     d = yaml.safe_load(study.read_text())
     for key in ("train", "test"):
         if d.get("data", {}).get(key) and d["data"][key] != "demo":  # "demo": the built-in generated set
@@ -49,8 +62,10 @@ def study_copy(study: Path, seed: int, wall: str, out: Path) -> tuple[Path, str]
     d["seed"] = int(seed)
     d["name"] = name = f"{d['name']}_cmp_s{seed}"
     d.setdefault("budget", {})["wall_time"] = wall
+    if options:
+        d["optimizer_options"] = {**(d.get("optimizer_options") or {}), **options}
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.yaml"
+    path = out / (f"{name}_{variant_name}.yaml" if options else f"{name}.yaml")
     path.write_text(yaml.safe_dump(d, sort_keys=False))
     return path, d["name"].removesuffix(f"_cmp_s{seed}")
 
@@ -87,7 +102,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study", type=Path)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--optimizers", nargs="+", default=["smac-mf", "random", "optuna-tpe-hb"])
+    ap.add_argument("--optimizers", nargs="+", default=["smac-mf", "random", "optuna-tpe-hb"],
+                    help="optimizers of mfhpo run; OPTIMIZER:KEY=VALUE,... also sets optimizer_options")
     ap.add_argument("--wall", default="10m", help="budget.wall_time of every run")
     ap.add_argument("--workers", type=int, default=1, help="local workers of every run")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "cmp", help="study copies and logs")
@@ -100,17 +116,17 @@ def main(argv=None) -> int:
     for seed in a.seeds:
         if a.summary_only:
             break
-        path, _ = study_copy(a.study, seed, a.wall, a.out)
         procs = []
-        for opt in a.optimizers:
-            log = open(a.out / f"{opt}{a.tag}_s{seed}.log", "w")
+        for name, opt, options in map(variant, a.optimizers):
+            path, _ = study_copy(a.study, seed, a.wall, a.out, options, name)
+            log = open(a.out / f"{name}{a.tag}_s{seed}.log", "w")
             procs.append(subprocess.Popen(["mfhpo", "run", str(path), "--workers", str(a.workers), "--optimizer", opt,
-                                           "--rundir", str(rundir(base, opt, seed, a.tag))], stdout=log, stderr=log))
+                                           "--rundir", str(rundir(base, name, seed, a.tag))], stdout=log, stderr=log))
         for p in procs:
             p.wait()
         print(f"seed {seed}: done ({', '.join(f'{o} rc {p.returncode}' for o, p in zip(a.optimizers, procs))})",
               flush=True)
-    dirs = [rundir(base, opt, s, a.tag) for s in a.seeds for opt in a.optimizers]
+    dirs = [rundir(base, variant(spec)[0], s, a.tag) for s in a.seeds for spec in a.optimizers]
     rows = [summary(d, parse_duration(a.wall), top_budget) for d in dirs if (d / "trials.csv").exists()]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))

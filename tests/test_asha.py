@@ -30,9 +30,10 @@ def _space() -> ConfigurationSpace:
     return cs
 
 
-def _opt(tmp_path: Path, promotion: str = "async", overwrite: bool = True, max_budget: float = 9.0):
+def _opt(tmp_path: Path, promotion: str = "async", overwrite: bool = True, max_budget: float = 9.0, brackets=1):
     return make_optimizer("smac-mf", _space(), min_budget=1, max_budget=max_budget, eta=3, seed=0,
-                          output_dir=tmp_path, initial_design=3, overwrite=overwrite, promotion=promotion)
+                          output_dir=tmp_path, initial_design=3, overwrite=overwrite, promotion=promotion,
+                          brackets=brackets)
 
 
 def _smooth(info) -> float:
@@ -106,38 +107,58 @@ def test_no_waiting_and_promotion_before_the_rung_is_full(tmp_path):
     assert syn.ask().budget == 1.0
 
 
-def test_incremental_view_of_the_history_equals_a_full_read(tmp_path):
+@pytest.mark.parametrize("brackets", [1, 2, "all"])
+def test_incremental_view_of_the_history_equals_a_full_read(tmp_path, brackets):
     """ASHA reads only what changed since the last ask (new entries, trials that were RUNNING, finished
     trials told again). With several trials out at once, results told out of order, crashes and
     re-told results, its rankings after every ask equal a read of the whole run history from the
-    start, and every ask makes the promotion a full scan of the history picks."""
+    start, and every ask makes the move a full scan of the history picks: the promotion due (per
+    bracket: a configuration is ranked among those that started at the same rung), else a new
+    configuration in the bracket with the least budget handed out."""
     import random
 
-    opt = _opt(tmp_path, max_budget=27.0)
+    opt = _opt(tmp_path, max_budget=27.0, brackets=brackets)
     intens, rng, out, done = opt.facade.intensifier, random.Random(0), [], []
+    budgets = intens.rung_budgets
+    n_brackets = len(budgets) if brackets == "all" else brackets
 
     def view():
         return ({k: list(v) for k, v in intens._ranked.items() if v}, dict(intens._present),
                 {k: list(v) for k, v in intens._unpromoted.items() if v})
 
-    def expected():  # the rule by brute force over the whole run history: (target budget, key) or None
-        rh, budgets = opt.runhistory, intens.rung_budgets
+    def expected():  # the rule by brute force over the whole history: (target budget, key) or ("new", budget)
+        rh = opt.runhistory
         made = {(budgets[k], config_key(c)) for k, c in intens.assignments}
-        for lo, hi in reversed(list(zip(budgets, budgets[1:]))):
-            done = sorted((v.status != StatusType.SUCCESS, v.cost, config_key(rh.get_config(t.config_id)))
-                          for t, v in rh.items() if t.budget == lo and v.status != StatusType.RUNNING)
-            for failed, _, key in done[:len(done) // 3]:
-                if not failed and (hi, key) not in made:
-                    return hi, key
-        return None
+        start: dict[tuple, int] = {}
+        top: dict[tuple, int] = {}
+        for k, c in intens.assignments:
+            start.setdefault(config_key(c), k)
+            top[config_key(c)] = max(k, top.get(config_key(c), k))
+        for i in reversed(range(len(budgets) - 1)):
+            for b in range(min(i, n_brackets - 1) + 1):
+                done = sorted((v.status != StatusType.SUCCESS, v.cost, key)
+                              for t, v in rh.items() if t.budget == budgets[i] and v.status != StatusType.RUNNING
+                              and start[key := config_key(rh.get_config(t.config_id))] == b)
+                for failed, _, key in done[:len(done) // 3]:
+                    if not failed and (budgets[i + 1], key) not in made:
+                        return budgets[i + 1], key
+        spent = [sum(budgets[top[key]] for key in start if start[key] == b) for b in range(n_brackets)]
+        return "new", budgets[min(range(n_brackets), key=lambda b: (spent[b], b))]
 
-    for step in range(90):
+    starts = set()
+    for step in range(120):
         while len(out) < 6:
             want = expected()
             info = opt.ask()
-            if info.budget > 1.0:
-                assert _in_top_third(opt, info)
-            assert (None if info.budget == 1.0 else (info.budget, config_key(info.config))) == want
+            key = config_key(info.config)
+            if want[0] == "new":
+                assert key not in {config_key(c) for _, c in intens.assignments[:-1]}
+                assert info.budget == want[1], f"step {step}"
+                starts.add(info.budget)
+            else:
+                assert (info.budget, key) == want, f"step {step}"
+                if brackets == 1:
+                    assert _in_top_third(opt, info)
             out.append(info)
             intens._read_history()  # what the next ask reads first
             live = view()
@@ -152,8 +173,9 @@ def test_incremental_view_of_the_history_equals_a_full_read(tmp_path):
             again = done[rng.randrange(len(done))]
             status = StatusType.CRASHED if rng.random() < 0.5 else StatusType.SUCCESS
             opt.tell(again, TrialValue(cost=_smooth(again) * rng.uniform(0.5, 2.0), status=status))
-    _check_rungs(opt)
+    _check_rungs(opt, brackets=n_brackets > 1)
     assert max(b for _, b in ((k.config_id, k.budget) for k in opt.runhistory)) == 27.0
+    assert starts == set(budgets[:n_brackets])  # every bracket started configurations
 
 
 def test_highest_rung_first_and_ties_to_the_earlier_start(tmp_path):
@@ -208,14 +230,19 @@ def _run(opt, n: int, log: list) -> None:
         opt.tell(info, TrialValue(cost=_smooth(info)))
 
 
-def _check_rungs(opt) -> None:
-    """No (configuration, budget) twice; each promotion had a result one rung below."""
-    rh, budgets = opt.runhistory, opt.facade.intensifier.rung_budgets
+def _check_rungs(opt, brackets: bool = False) -> None:
+    """No (configuration, budget) twice; each promotion had a result one rung below (with
+    ``brackets``: every budget above a configuration's first one)."""
+    rh, intens = opt.runhistory, opt.facade.intensifier
+    budgets = intens.rung_budgets
     pairs = [(config_key(rh.get_config(k.config_id)), k.budget) for k in rh]
     assert len(pairs) == len(set(pairs))
     have = set(pairs)
+    start = {}
+    for k, c in intens.assignments:
+        start.setdefault(config_key(c), k)
     for key, b in pairs:
-        if b > budgets[0]:
+        if b > budgets[start[key] if brackets else 0]:
             assert (key, budgets[budgets.index(b) - 1]) in have
 
 
@@ -263,6 +290,43 @@ def test_resume_keeps_rungs_consistent(tmp_path):
     assert state["promotion"] == "async" and len(state["assigned"]) == len(log)
 
 
+def test_brackets_survive_a_resume(tmp_path):
+    """Asynchronous Hyperband (``brackets: all``) killed with two trials out: the rebuilt optimizer
+    knows every configuration's bracket and the budget each bracket was given, hands the two out
+    again first, and goes on without a (configuration, budget) twice."""
+    out = tmp_path / "smac"
+    opt = _opt(out, max_budget=27.0, brackets="all")
+    log: list = []
+    _run_brackets(opt, 30, log)
+    pending = [opt.ask(), opt.ask()]
+    opt.save()
+    intens = opt.facade.intensifier
+    starts = {config_key(c): intens.bracket_of(c) for _, c in intens.assignments}
+    spent = dict(intens._spent)
+    assert set(starts.values()) == {0, 1, 2, 3}
+    del opt
+    assert resume_cleanup(smac_state_dir(out, "smac-mf", 0))["dropped"] == 2
+    opt2 = _opt(out, overwrite=False, max_budget=27.0, brackets="all")
+    intens2 = opt2.facade.intensifier
+    assert {config_key(c): intens2.bracket_of(c) for _, c in intens2.assignments} == starts
+    assert intens2._spent == spent
+    again = [opt2.ask(), opt2.ask()]
+    assert [(config_key(i.config), i.budget) for i in again] == [(config_key(i.config), i.budget) for i in pending]
+    for i in again:
+        opt2.tell(i, TrialValue(cost=_smooth(i)))
+    log += [(config_key(i.config), i.budget) for i in again]
+    _run_brackets(opt2, 30, log)
+    assert len(log) == len(set(log))
+    _check_rungs(opt2, brackets=True)
+
+
+def _run_brackets(opt, n: int, log: list) -> None:
+    for _ in range(n):
+        info = opt.ask()
+        log.append((config_key(info.config), info.budget))
+        opt.tell(info, TrialValue(cost=_smooth(info)))
+
+
 def test_study_file_option(tmp_path):
     from mfhpo.study.config import load_study
 
@@ -277,6 +341,16 @@ def test_study_file_option(tmp_path):
         load_study(p)
     msg = str(err.value)
     assert "\n" not in msg and str(p) in msg and "optimizer_options.promotion" in msg and "'async'" in msg
+    assert load_study(plain).optimizer_options.brackets == 1  # ASHA alone by default
+    for value, says in ((4, "at most 3, the rungs of the fidelity ladder (1, 3, 9), got 4"),
+                        (0, "must be a whole number >= 1 or 'all', got 0"), ("most", "got 'most'")):
+        p.write_text(yaml.safe_dump({**base, "optimizer_options": {"brackets": value}}))
+        with pytest.raises(MfhpoError) as err:
+            load_study(p)
+        msg = str(err.value)
+        assert "\n" not in msg and msg.startswith(f"{p}: optimizer_options.brackets: ") and says in msg, msg
+    p.write_text(yaml.safe_dump({**base, "optimizer_options": {"brackets": "all"}}))
+    assert load_study(p).optimizer_options.brackets == "all"
 
 
 @pytest.mark.slow
@@ -306,6 +380,41 @@ def test_demo_study_async_reaches_the_top_budget(tmp_path):
     # every trial run was assigned; the rest are asked ahead (prefetch) and handed out on resume
     assert state["promotion"] == "async" and 19 <= len(state["assigned"]) <= 19 + 3
     assert sum(k > 0 for k, _ in state["assigned"]) >= int((df["budget"] > 1.0).sum())
+
+
+@pytest.mark.slow
+def test_study_with_brackets_starts_configurations_at_every_rung(tmp_path):
+    """``brackets: all`` on a real LocalCluster (toy objective, 2 workers): configurations start at
+    budgets 1, 3 and 9; a configuration is promoted only from its own lowest budget upwards; the
+    resumed study repeats no (configuration, budget) and SMAC's state records the brackets."""
+    from mfhpo.study.runner import run_command
+
+    study = {
+        "name": "ahb", "seed": 0, "data": {"train": "demo", "demo_structures": 20},
+        "space": {"num_layers": {"low": 1, "high": 2}, "nodes": {"low": 4, "high": 64, "log": True},
+                  "lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+        "fidelity": {"min_budget": 1, "max_budget": 9, "eta": 3, "epochs": {"min": 1, "max": 9}},
+        "budget": {"trials": 24},
+        "optimizer_options": {"promotion": "async", "brackets": "all", "initial_design": 3},
+        "objective": "toy", "toy": {"sleep_fixed_s": 0.05},
+        "cluster": {"kind": "local", "workers": 2, "dashboard_port": 0},
+    }
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump(study))
+    rundir = tmp_path / "run"
+    run_command(p, rundir=rundir, workers=2, progress=False)
+    run_command(p, trials=30, rundir=rundir, workers=2, progress=False)
+    df = pd.read_csv(rundir / "trials.csv")
+    assert len(df) == 30 and (df["status"] == "SUCCESS").all()
+    assert not df.duplicated(["config_id", "budget"]).any()
+    first = df.sort_values("trial_id").groupby("config_id")["budget"].first()
+    assert set(first) == {1.0, 3.0, 9.0}
+    pairs = set(zip(df["config_id"], df["budget"]))
+    for cid, b in pairs:
+        if b > first[cid]:
+            assert (cid, b / 3) in pairs
+    state = json.loads(next((rundir / "smac").rglob("intensifier.json")).read_text())["state"]
+    assert state["brackets"] == 3 and {k for k, _ in state["assigned"]} == {0, 1, 2}
 
 
 @pytest.mark.slow

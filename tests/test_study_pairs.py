@@ -19,6 +19,14 @@ def test_study_copy_runs_anywhere_and_summary_uses_the_one_incumbent_rule(tmp_pa
     assert study.data.train.endswith("shared/data/md17_aspirin/rmd17_aspirin_850.extxyz")
     demo, _ = sp.study_copy(REPO / "spaces" / "demo.yaml", 0, "2m", tmp_path / "copies")
     assert load_study(demo).data.train == "demo"
+    name, opt, options = sp.variant("smac-mf:brackets=all,initial_design=8")
+    assert (name, opt, options) == ("smac-mf-brackets-all-initial_design-8", "smac-mf",
+                                    {"brackets": "all", "initial_design": 8})
+    assert sp.variant("random") == ("random", "random", {})
+    ahb, _ = sp.study_copy(REPO / "spaces" / "demo.yaml", 0, "2m", tmp_path / "copies", options, name)
+    oo = load_study(ahb).optimizer_options
+    assert ahb != demo and (oo.brackets, oo.initial_design) == ("all", 8)
+    assert load_study(demo).optimizer_options.brackets == 1
 
     run = tmp_path / "run"
     run.mkdir()

@@ -5,16 +5,26 @@ every ``ask()``: for the rungs from the second-highest down to the lowest, the c
 results finished at that rung are ranked by cost; a configuration among the best
 ``floor(n_finished / eta)`` of them (unsuccessful results ranked last) that has not been promoted yet
 is promoted to the next rung's budget. If no rung has one, a new configuration from SMAC's config
-selector (random forest + acquisition, ``MfhpoConfigSelector``) starts at the lowest budget. No rung
-waits for its running trials, so ``ask()`` always returns work.
+selector (random forest + acquisition, ``MfhpoConfigSelector``) starts at the lowest budget (at its
+bracket's, below). No rung waits for its running trials, so ``ask()`` always returns work.
 
-The rungs are SMAC's successive-halving budgets (``min_budget * eta^k`` up to ``max_budget``, one
-bracket). The class is SMAC's :class:`~smac.intensifier.successive_halving.SuccessiveHalving` with
-its trial generator, state and tracker replaced; incumbents, run history, callbacks and the state
-files (``intensifier.json``) are SMAC's own.
+The rungs are SMAC's successive-halving budgets (``min_budget * eta^k`` up to ``max_budget``).
 
-State (``get_state``): the ordered list of assignments ``[rung, configuration]`` (every start at the
-lowest rung and every promotion). On resume it is merged with the run history, so that
+``optimizer_options.brackets: B`` (default 1; ``all``: one per rung) runs B brackets of this rule side
+by side, asynchronous Hyperband (Li et al. 2020, section 3): bracket ``b`` starts its configurations at
+rung ``b`` and ranks and promotes them among themselves. Each new configuration goes to the bracket
+with the least budget handed out so far (a promotion adds the budget it trains beyond the lower rung;
+ties to the lower bracket), so every bracket gets about the same compute, as Hyperband's brackets do.
+With ``all`` and four rungs the fourth configuration of a fresh study already trains at the top
+budget: a hedge against low budgets that rank configurations badly.
+
+The class is SMAC's :class:`~smac.intensifier.successive_halving.SuccessiveHalving` with its trial
+generator, state and tracker replaced; incumbents, run history, callbacks and the state files
+(``intensifier.json``) are SMAC's own.
+
+State (``get_state``): the ordered list of assignments ``[rung, configuration]`` (every start and every
+promotion; a configuration's first assignment is its start, whose rung is its bracket). On resume it is
+merged with the run history, so that
 
 * an assignment whose trial is gone (RUNNING when the driver died, dropped by ``resume_cleanup``)
   is handed out again before anything else: no promotion is lost;
@@ -48,7 +58,7 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
 
     def __init__(self, scenario, eta: int = 3, max_incumbents: int = 10,
                  incumbent_selection: str = "highest_observed_budget", seed: int | None = None,
-                 max_new_config_tries: int = 64):
+                 max_new_config_tries: int = 64, brackets: int | str = 1):
         super().__init__(scenario=scenario, eta=eta, n_seeds=1, instance_seed_order="shuffle_once",
                          max_incumbents=max_incumbents, incumbent_selection=incumbent_selection, seed=seed)
         self._max_new_config_tries = int(max_new_config_tries)
@@ -56,12 +66,21 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         max_iter = self._get_max_iterations(eta, self._max_budget, self._min_budget)
         self._rungs = [float(b) for b in self._compute_configs_and_budgets_for_stages(eta, self._max_budget, max_iter)[0]]
         self._rung_of = {b: k for k, b in enumerate(self._rungs)}
+        if brackets == "all":
+            brackets = len(self._rungs)
+        if not isinstance(brackets, int) or not 1 <= brackets <= len(self._rungs):
+            raise ValueError(f"brackets: must be 1 to {len(self._rungs)} (the rungs of budgets "
+                             f"{', '.join(f'{b:g}' for b in self._rungs)}), got {brackets!r}")
+        self._brackets = int(brackets)
 
     def reset(self) -> None:
         super().reset()
         self._assigned: list[tuple[int, Configuration, tuple]] = []  # (rung, configuration, key), in order
         self._assigned_keys: set[tuple[int, tuple]] = set()
         self._first: dict[tuple, int] = {}  # key -> index of its first assignment (ties in cost)
+        self._start: dict[tuple, int] = {}  # key -> rung of its first assignment = its bracket
+        self._top: dict[tuple, int] = {}  # key -> highest rung assigned
+        self._spent: dict[int, float] = {}  # bracket -> budget handed out to its configurations
         self._key_of_id: dict[int, tuple] = {}  # run-history config id -> key (ids never change)
         self._forget_history()
 
@@ -69,20 +88,23 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         """Empty the view of the run history (:meth:`_read_history` rebuilds it from the start)."""
         self._seen = 0  # run-history entries read so far, in its (insertion) order
         self._retold_seen = 0  # the run history's re-told entries read so far
-        self._finished: dict[int, dict[tuple, tuple]] = {}  # rung -> {key: its entry in _ranked}
-        self._ranked: dict[int, list[tuple[bool, float, int, tuple]]] = {}  # rung -> results in rank order
-        self._unpromoted: dict[int, list[tuple[bool, float, int, tuple]]] = {}  # rung -> its successes not
-        # yet assigned one rung up, in rank order
+        # per cell (bracket, rung): the results finished there, in rank order, and the successes not yet
+        # assigned one rung up, in rank order
+        self._finished: dict[tuple[int, int], dict[tuple, tuple]] = {}  # cell -> {key: its entry in _ranked}
+        self._ranked: dict[tuple[int, int], list[tuple[bool, float, int, tuple]]] = {}
+        self._unpromoted: dict[tuple[int, int], list[tuple[bool, float, int, tuple]]] = {}
         self._present: dict[tuple[int, tuple], None] = {}  # (rung, key) with any trial, in order
         self._configs: dict[tuple, Configuration] = {}
         self._running: dict[Any, tuple[int, tuple]] = {}  # trial key still RUNNING when read -> (rung, key)
 
     # ---- state -------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
-        return {"promotion": "async", "assigned": [[k, dict(c)] for k, c, _ in self._assigned]}
+        return {"promotion": "async", "brackets": self._brackets,
+                "assigned": [[k, dict(c)] for k, c, _ in self._assigned]}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._assigned, self._assigned_keys, self._first = [], set(), {}
+        self._start, self._top, self._spent = {}, {}, {}
         self._forget_history()
         for k, values in state.get("assigned", []):
             self._assign(int(k), Configuration(self._scenario.configspace, values))
@@ -96,17 +118,36 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
     def rung_budgets(self) -> list[float]:
         return list(self._rungs)
 
+    @property
+    def brackets(self) -> int:
+        return self._brackets
+
+    def bracket_of(self, config: Configuration) -> int | None:
+        """The bracket (= starting rung) of an assigned configuration, None if never assigned."""
+        return self._start.get(config_key(config))
+
+    def _cell(self, rung: int, key: tuple) -> tuple[int, int]:
+        """(bracket, rung) where a result of ``key`` at ``rung`` is ranked."""
+        return min(self._start.get(key, 0), rung), rung
+
     def _assign(self, rung: int, config: Configuration) -> None:
         key = config_key(config)
         self._first.setdefault(key, len(self._assigned))
+        bracket = self._start.setdefault(key, rung)
+        below = self._top.get(key)
+        if below is None or rung > below:  # the budget this assignment adds to its bracket (warm start)
+            added = self._rungs[rung] - (self._rungs[below] if below is not None else 0.0)
+            self._spent[bracket] = self._spent.get(bracket, 0.0) + added
+            self._top[key] = rung
         self._assigned.append((rung, config, key))
         self._assigned_keys.add((rung, key))
-        if rung > 0 and key in self._finished.get(rung - 1, {}):
-            self._discard(rung - 1, self._finished[rung - 1][key])
+        cell = self._cell(rung - 1, key)
+        if rung > 0 and key in self._finished.get(cell, {}):
+            self._discard(cell, self._finished[cell][key])
 
-    def _discard(self, rung: int, entry: tuple) -> None:
-        """Drop ``entry`` from the rung's not-yet-promoted successes (if there)."""
-        waiting = self._unpromoted.get(rung, [])
+    def _discard(self, cell: tuple[int, int], entry: tuple) -> None:
+        """Drop ``entry`` from the cell's not-yet-promoted successes (if there)."""
+        waiting = self._unpromoted.get(cell, [])
         i = bisect_left(waiting, entry)
         if i < len(waiting) and waiting[i] == entry:
             del waiting[i]
@@ -159,32 +200,43 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         return k, key
 
     def _record(self, rung: int, key: tuple, cost: float, succeeded: bool) -> None:
-        """A finished result at ``rung``, ranked: successes by cost, ties to the earlier assignment;
-        unsuccessful results (crashed, timeouts) after every success."""
+        """A finished result at ``rung``, ranked in its bracket: successes by cost, ties to the earlier
+        assignment; unsuccessful results (crashed, timeouts) after every success."""
         self._unrecord(rung, key)  # told again: the new result replaces the old
+        cell = self._cell(rung, key)
         entry = (not succeeded, cost, self._first.get(key, len(self._first)), key)
-        self._finished.setdefault(rung, {})[key] = entry
-        insort(self._ranked.setdefault(rung, []), entry)
+        self._finished.setdefault(cell, {})[key] = entry
+        insort(self._ranked.setdefault(cell, []), entry)
         if succeeded and rung + 1 < len(self._rungs) and (rung + 1, key) not in self._assigned_keys:
-            insort(self._unpromoted.setdefault(rung, []), entry)
+            insort(self._unpromoted.setdefault(cell, []), entry)
 
     def _unrecord(self, rung: int, key: tuple) -> None:
-        """Forget the rung's result of ``key`` (if any)."""
-        entry = self._finished.get(rung, {}).pop(key, None)
+        """Forget the result of ``key`` at ``rung`` (if any)."""
+        cell = self._cell(rung, key)
+        entry = self._finished.get(cell, {}).pop(key, None)
         if entry is not None:
-            self._ranked[rung].remove(entry)
-            self._discard(rung, entry)
+            self._ranked[cell].remove(entry)
+            self._discard(cell, entry)
 
     def promotable(self) -> tuple[int, tuple] | None:
-        """The next promotion (target rung, config key) by the ASHA rule, or None: highest rung first;
-        within a rung the best-ranked of its ``floor(n_finished / eta)`` best results that has not been
-        promoted yet (the best not-yet-promoted success qualifies iff its rank is within the quota).
-        Unsuccessful results count as finished but are never promoted."""
+        """The next promotion (target rung, config key) by the ASHA rule, or None: highest rung first
+        (lower bracket first within a rung; every bracket that has configurations, also beyond
+        ``brackets`` after a resume with fewer); within a bracket's rung the best-ranked of its
+        ``floor(n_finished / eta)`` best results that has not been promoted yet (the best
+        not-yet-promoted success qualifies iff its rank is within the quota). Unsuccessful results
+        count as finished but are never promoted."""
         for k in range(len(self._rungs) - 2, -1, -1):
-            waiting = self._unpromoted.get(k)
-            if waiting and bisect_left(self._ranked[k], waiting[0]) < len(self._ranked[k]) // self._eta:
-                return k + 1, waiting[0][3]
+            for b in range(k + 1):
+                waiting = self._unpromoted.get((b, k))
+                ranked = self._ranked.get((b, k), ())
+                if waiting and bisect_left(ranked, waiting[0]) < len(ranked) // self._eta:
+                    return k + 1, waiting[0][3]
         return None
+
+    def _next_bracket(self) -> int:
+        """The bracket of the next new configuration: the least budget handed out so far, ties to the
+        lower bracket."""
+        return min(range(self._brackets), key=lambda b: (self._spent.get(b, 0.0), b))
 
     def _trial(self, config: Configuration, rung: int) -> TrialInfo:
         seed = self.get_instance_seed_keys_of_interest()[0].seed
@@ -197,7 +249,7 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
             except StopIteration:
                 return None
             key = config_key(config)
-            if (0, key) not in self._assigned_keys and (0, key) not in self._present:
+            if key not in self._first and not any((k, key) in self._present for k in range(len(self._rungs))):
                 return config
         return None
 
@@ -216,8 +268,9 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         config = self._new_config()
         if config is None:
             return None
-        self._assign(0, config)
-        return self._trial(config, 0)
+        bracket = self._next_bracket()
+        self._assign(bracket, config)
+        return self._trial(config, bracket)
 
     def __iter__(self) -> Iterator[TrialInfo]:
         self.__post_init__()  # SMAC's: budgets, seeds, incumbents from the run history

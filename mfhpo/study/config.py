@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -162,6 +162,18 @@ class OptimizerOptions(_Strict):
         "async", description="smac-mf: async = ASHA (promoted as soon as in the top 1/eta of the rung's finished "
         "results; mfhpo/study/asha.py); sync = SMAC's Hyperband (a rung is compared once all its trials finished). "
         "A resumed study keeps the rule it was started with unless the file names one")
+    brackets: Union[int, str] = Field(
+        1, description="smac-mf with promotion async: brackets side by side, bracket b starting new "
+        "configurations at rung b, each new configuration in the bracket with the least budget so far "
+        "(asynchronous Hyperband); 1 = ASHA alone; all = one bracket per rung")
+
+    @field_validator("brackets", mode="before")
+    @classmethod
+    def _brackets(cls, v: Any) -> Any:
+        if v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"must be a whole number >= 1 or 'all', got {v!r}")
+
     acquisition: Literal["ei", "ei_per_second"] = Field(
         "ei", description="smac-mf, smac-bo: ei = SMAC's expected improvement; ei_per_second = EI divided by the "
         "predicted wall seconds per epoch-equivalent (mfhpo/study/cost_aware.py)")
@@ -244,8 +256,18 @@ def parse_study(data: dict, source: str = "<study>", text: str | None = None, pa
     from mfhpo.study.space import build_space_spec
 
     _validate_cluster(study, source)
+    _validate_brackets(study, source)
     build_space_spec(study, source)
     return study
+
+
+def _validate_brackets(study: StudyConfig, source: str) -> None:
+    from mfhpo.study.fidelity import rungs
+
+    ladder, b = rungs(study.fidelity), study.optimizer_options.brackets
+    if b != "all" and b > len(ladder):
+        raise MfhpoError(f"{source}: optimizer_options.brackets: at most {len(ladder)}, the rungs of the fidelity "
+                         f"ladder ({', '.join(f'{r:g}' for r in ladder)}), got {b}")
 
 
 def _validate_cluster(study: StudyConfig, source: str) -> None:

@@ -443,14 +443,18 @@ def _seed_reproducible(facade) -> None:
         local.__class__ = OrderedStartLocalSearch
 
 
-def _intensifier(kind: str, facade_cls, scenario, eta: int, promotion: str):
+def _intensifier(kind: str, facade_cls, scenario, eta: int, promotion: str, brackets: int | str):
     if kind != "smac-mf":
         return facade_cls.get_intensifier(scenario, max_config_calls=1)
     if promotion == "async":
+        from mfhpo.errors import MfhpoError
         from mfhpo.study.asha import AsyncSuccessiveHalving
 
-        return AsyncSuccessiveHalving(scenario, eta=int(eta), max_incumbents=10,
-                                      incumbent_selection="highest_observed_budget")
+        try:
+            return AsyncSuccessiveHalving(scenario, eta=int(eta), max_incumbents=10,
+                                          incumbent_selection="highest_observed_budget", brackets=brackets)
+        except ValueError as e:
+            raise MfhpoError(f"optimizer_options.{e}") from None
     return _hyperband_cls()(scenario=scenario, eta=int(eta), n_seeds=1, instance_seed_order="shuffle_once",
                             max_incumbents=10, incumbent_selection="highest_observed_budget")
 
@@ -490,6 +494,7 @@ def make_optimizer(
     min_trials: int | None = None,
     save_interval_s: float = 0.0,
     promotion: str = "async",
+    brackets: int | str = 1,
     acquisition: str = "ei",
     random_probability: float | None = None,
 ) -> Optimizer:
@@ -499,6 +504,8 @@ def make_optimizer(
     ``promotion`` (smac-mf only): ``async`` (default), ASHA (:class:`mfhpo.study.asha.AsyncSuccessiveHalving`:
     a configuration is promoted as soon as it ranks in the top 1/eta of its rung's finished results);
     ``sync``, SMAC's Hyperband (a rung is compared when all its configurations finished).
+    ``brackets`` (``async`` only): brackets of ASHA side by side, bracket b starting at rung b
+    (asynchronous Hyperband; 1 = ASHA alone; ``"all"``: one per rung; :mod:`mfhpo.study.asha`).
 
     ``acquisition`` (smac-mf, smac-bo): ``ei``, SMAC's expected improvement; ``ei_per_second``, EI
     divided by a second random forest's prediction of wall seconds per epoch-equivalent
@@ -555,7 +562,7 @@ def make_optimizer(
     else:
         scenario = Scenario(**common)
         facade_cls = HyperparameterOptimizationFacade if kind == "smac-bo" else RandomFacade
-    kwargs: dict[str, Any] = {"intensifier": _intensifier(kind, facade_cls, scenario, eta, promotion),
+    kwargs: dict[str, Any] = {"intensifier": _intensifier(kind, facade_cls, scenario, eta, promotion, brackets),
                               "overwrite": overwrite, "logging_level": logging_level}
     if kind != "random":
         kwargs.update(_surrogate(facade_cls, scenario, acquisition))

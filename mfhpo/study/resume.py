@@ -121,7 +121,7 @@ def open_stage_optimizer(kind: str, study, rd: RunDir, stage: str, cs, records: 
         opt = make_optimizer(kind, cs, min_budget=fid.min_budget, max_budget=fid.max_budget, eta=fid.eta,
                              seed=study.seed, output_dir=rd.smac_dir, name=stage, n_trials=oo.max_trials_scenario,
                              initial_design=oo.initial_design, crash_cost=crash_cost, overwrite=False,
-                             save_interval_s=oo.smac_save_s, promotion=oo.promotion,
+                             save_interval_s=oo.smac_save_s, promotion=oo.promotion, brackets=oo.brackets,
                              acquisition=oo.acquisition)
     registers = hasattr(opt, "register")  # its state is the records (optuna-tpe-hb): every configuration numbered
     if registers:
