@@ -116,9 +116,10 @@ def main(argv=None) -> int:
     for seed in a.seeds:
         if a.summary_only:
             break
+        runs = [(name, opt, study_copy(a.study, seed, a.wall, a.out, options, name)[0])
+                for name, opt, options in map(variant, a.optimizers)]  # every copy written before any run starts
         procs = []
-        for name, opt, options in map(variant, a.optimizers):
-            path, _ = study_copy(a.study, seed, a.wall, a.out, options, name)
+        for name, opt, path in runs:
             log = open(a.out / f"{name}{a.tag}_s{seed}.log", "w")
             procs.append(subprocess.Popen(["mfhpo", "run", str(path), "--workers", str(a.workers), "--optimizer", opt,
                                            "--rundir", str(rundir(base, name, seed, a.tag))], stdout=log, stderr=log))

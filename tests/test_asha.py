@@ -319,6 +319,22 @@ def test_brackets_survive_a_resume(tmp_path):
     assert len(log) == len(set(log))
     _check_rungs(opt2, brackets=True)
 
+    # started with ASHA alone, resumed with every bracket: the new brackets start level with bracket 0
+    one = tmp_path / "one"
+    opt = _opt(one, max_budget=27.0)
+    _run_brackets(opt, 40, [])
+    opt.save()
+    level = opt.facade.intensifier._spent[0]
+    del opt
+    opt3 = _opt(one, overwrite=False, max_budget=27.0, brackets="all")
+    assert opt3.facade.intensifier._spent == {0: level, 1: level, 2: level, 3: level}
+    before = {config_key(c) for _, c in opt3.facade.intensifier.assignments}
+    _run_brackets(opt3, 40, [])
+    intens3 = opt3.facade.intensifier
+    started = [intens3.bracket_of(c) for k, c in intens3.assignments if config_key(c) not in before
+               and k == intens3.bracket_of(c)]
+    assert started.count(0) >= 3 and set(started) == {0, 1, 2, 3}, started  # bracket 0 still gets new ones
+
 
 def _run_brackets(opt, n: int, log: list) -> None:
     for _ in range(n):
@@ -351,6 +367,18 @@ def test_study_file_option(tmp_path):
         assert "\n" not in msg and msg.startswith(f"{p}: optimizer_options.brackets: ") and says in msg, msg
     p.write_text(yaml.safe_dump({**base, "optimizer_options": {"brackets": "all"}}))
     assert load_study(p).optimizer_options.brackets == "all"
+    for extra, says in (({"optimizer_options": {"brackets": 2, "promotion": "sync"}}, "got 2 with smac-mf, promotion sync"),
+                        ({"optimizer": "random", "optimizer_options": {"brackets": 2}}, "got 2 with random")):
+        p.write_text(yaml.safe_dump({**base, **extra}))
+        with pytest.raises(MfhpoError, match="optimizer_options.brackets: applies to optimizer smac-mf with "
+                           "promotion async only, " + says):
+            load_study(p)
+    # a run directory started with SMAC's Hyperband (no promotion recorded) and a file naming brackets only
+    from mfhpo.study.runner import keep_promotion
+
+    p.write_text(yaml.safe_dump({**base, "optimizer_options": {"brackets": 2}}))
+    with pytest.raises(MfhpoError, match="brackets: needs promotion async, but this run directory was started"):
+        keep_promotion(load_study(p), {"provenance": {}})
 
 
 @pytest.mark.slow

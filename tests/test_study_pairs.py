@@ -19,9 +19,9 @@ def test_study_copy_runs_anywhere_and_summary_uses_the_one_incumbent_rule(tmp_pa
     assert study.data.train.endswith("shared/data/md17_aspirin/rmd17_aspirin_850.extxyz")
     demo, _ = sp.study_copy(REPO / "spaces" / "demo.yaml", 0, "2m", tmp_path / "copies")
     assert load_study(demo).data.train == "demo"
-    name, opt, options = sp.variant("smac-mf:brackets=all,initial_design=8")
-    assert (name, opt, options) == ("smac-mf-brackets-all-initial_design-8", "smac-mf",
-                                    {"brackets": "all", "initial_design": 8})
+    name, opt, options = sp.variant("smac-mf:promotion=async,brackets=all,initial_design=8")  # the demo names sync
+    assert (name, opt, options) == ("smac-mf-promotion-async-brackets-all-initial_design-8", "smac-mf",
+                                    {"promotion": "async", "brackets": "all", "initial_design": 8})
     assert sp.variant("random") == ("random", "random", {})
     ahb, _ = sp.study_copy(REPO / "spaces" / "demo.yaml", 0, "2m", tmp_path / "copies", options, name)
     oo = load_study(ahb).optimizer_options

@@ -32,10 +32,14 @@ merged with the run history, so that
   kill between two state writes) counts as an assignment: no promotion is made twice.
 
 Cost per ``ask()``: the run history is read incrementally (the entries added since the last ask, the
-finished entries told again and the trials that were RUNNING then) into per-rung rankings kept sorted,
-with each rung's not-yet-promoted successes in rank order beside them, so an ask costs O(changed
-entries + running trials) and one bisection per rung, not a scan and sort of the whole history
-(docs/scale.md).
+finished entries told again and the trials that were RUNNING then) into rankings per (bracket, rung)
+kept sorted, with each one's not-yet-promoted successes in rank order beside them, so an ask costs
+O(changed entries + running trials) and one bisection per (bracket, rung), not a scan and sort of the
+whole history (docs/scale.md).
+
+The budget a bracket is charged assumes warm starts (a promotion adds the budget beyond its lower
+rung); where promotions retrain from scratch (``fidelity.warm_start: false``, a subset that changes
+between rungs) the lower brackets get somewhat more compute than the upper ones.
 """
 
 from __future__ import annotations
@@ -108,10 +112,16 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         self._forget_history()
         for k, values in state.get("assigned", []):
             self._assign(int(k), Configuration(self._scenario.configspace, values))
+        if state.get("brackets", 1) != self._brackets and self._spent:  # resumed with another count:
+            # a bracket new to the study starts level with the least-fed one, not at 0 (it would take
+            # every new configuration until it caught up)
+            level = min(self._spent.values())
+            for b in range(self._brackets):
+                self._spent.setdefault(b, level)
 
     @property
     def assignments(self) -> list[tuple[int, Configuration]]:
-        """Every (rung, configuration) handed out so far, in order (rung 0: a start)."""
+        """Every (rung, configuration) handed out so far, in order (a configuration's first: its start)."""
         return [(k, c) for k, c, _ in self._assigned]
 
     @property

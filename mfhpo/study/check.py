@@ -198,6 +198,11 @@ def ladder_lines(fid) -> list[str]:
     pairs = [(r["epochs"], r["subset_fraction"]) for r in lad]
     if len(set(pairs)) < len(pairs):
         lines.append("  warning: two rungs train the same epochs on the same subset (widen fidelity.epochs)")
+    powers = math.log(fid.max_budget / fid.min_budget) / math.log(fid.eta)
+    if 0 < round(powers) - powers < 1e-6 and lad[0]["budget"] > fid.min_budget * (1 + 1e-6):
+        lines.append(f"  note: SMAC's lowest rung is {lad[0]['budget']:.4g}, not min_budget {fid.min_budget:.4g}: "
+                     "log(max_budget / min_budget) / log(eta) rounds down just below a whole number in floating "
+                     "point (nudge max_budget up slightly to keep min_budget)")
     return lines
 
 

@@ -265,6 +265,10 @@ def _validate_brackets(study: StudyConfig, source: str) -> None:
     from mfhpo.study.fidelity import rungs
 
     ladder, b = rungs(study.fidelity), study.optimizer_options.brackets
+    if b != 1 and (study.optimizer != "smac-mf" or study.optimizer_options.promotion != "async"):
+        raise MfhpoError(f"{source}: optimizer_options.brackets: applies to optimizer smac-mf with promotion async "
+                         f"only, got {b!r} with {study.optimizer}"
+                         + (f", promotion {study.optimizer_options.promotion}" if study.optimizer == "smac-mf" else ""))
     if b != "all" and b > len(ladder):
         raise MfhpoError(f"{source}: optimizer_options.brackets: at most {len(ladder)}, the rungs of the fidelity "
                          f"ladder ({', '.join(f'{r:g}' for r in ladder)}), got {b}")

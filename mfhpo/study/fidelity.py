@@ -62,10 +62,13 @@ def budget_to_fidelity(fid, budget: float | None) -> Fidelity:
 
 
 def rungs(fid) -> list[float]:
-    """The budgets Hyperband uses (min_budget * eta^k up to max_budget), as SMAC computes them."""
-    eta = fid.eta
-    s_max = int(math.floor(math.log(fid.max_budget / fid.min_budget) / math.log(eta) + 1e-9))
-    return [fid.max_budget / eta ** (s_max - i) for i in range(s_max + 1)]
+    """The budgets Hyperband uses (``max_budget / eta^k`` down to about ``min_budget``), computed as SMAC's
+    successive halving computes them, floating point included: where log(max/min)/log(eta) lands just
+    below a whole number (e.g. 1..243, eta 3) SMAC's lowest rung is ``eta * min_budget``, and so is this."""
+    import numpy as np
+
+    s_max = int(np.floor(np.log(fid.max_budget / fid.min_budget) / np.log(fid.eta)))
+    return [float(fid.max_budget * np.power(fid.eta, -float(s_max - i))) for i in range(s_max + 1)]
 
 
 def describe(fid) -> list[dict]:

@@ -108,6 +108,9 @@ def keep_promotion(study: StudyConfig, state: dict) -> None:
     oo = study.optimizer_options
     if state.get("provenance") is not None and "promotion" not in oo.model_fields_set:
         oo.promotion = state.get("promotion", "sync")
+        if oo.promotion == "sync" and oo.brackets != 1:
+            raise MfhpoError(f"{study.path}: optimizer_options.brackets: needs promotion async, but this run "
+                             "directory was started with sync (SMAC's Hyperband); add promotion: async to switch")
 
 
 class StudyRun:
