@@ -59,6 +59,8 @@ OPTIMIZERS = {"smac-mf": ("smac-mf", {"promotion": "sync"}), "smac-mf-async": ("
               "smac-mf-async-rp05": ("smac-mf", {"promotion": "async", "random_probability": 0.05}),
               "smac-mf-ahb": ("smac-mf", {"promotion": "async", "brackets": "all"}),
               "smac-mf-ahb2": ("smac-mf", {"promotion": "async", "brackets": 2}),
+              "smac-mf-async-ra1": ("smac-mf", {"promotion": "async", "retrain_after": 1}),
+              "smac-mf-async-t32": ("smac-mf", {"promotion": "async", "n_trees": 32}),
               "smac-bo": ("smac-bo", {}), "random": ("random", {})}
 PEER_KINDS = ("optuna-tpe-hb", "dehb", "smac-mf-facade")  # benchmarks/peers.py
 KINDS = (*OPTIMIZERS, *PEER_KINDS)

@@ -376,6 +376,14 @@ def test_check_shows_ladder_cluster_and_job_script_and_runs_nothing(tmp_path, fr
     assert "#SBATCH -p debug" in out and "--tls-key" in out and "security TLS" in out
     assert "check passed: no trial was run" in out
     assert not (tmp_path / "runs").exists()  # nothing written
+    assert "brackets" not in out  # ASHA alone
+    p3 = write_study(tmp_path, "ahb.yaml", fidelity={**TOY["fidelity"], "max_budget": 10, "epochs": {"min": 1, "max": 10}},
+                     optimizer_options={"brackets": "all"})
+    with pytest.raises(SystemExit) as ei:
+        main(["run", str(p3), "--check"])
+    assert ei.value.code == 0
+    assert "brackets: 3 (asynchronous Hyperband): new configurations start at budget 1.111, 3.333, 10," in \
+        capsys.readouterr().out
     # a bad corner fails --check the same way as run
     p2 = write_study(tmp_path, "bad.yaml", space=_space(activation={"choices": ["tanh", "sigmoid_xyz"]}))
     with pytest.raises(SystemExit) as ei:

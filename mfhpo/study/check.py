@@ -287,6 +287,13 @@ def check_study(study_path: Path, *, workers: Optional[int] = None, optimizer: O
           f"materialised, {n_desc} distinct descriptor(s) built for the data's elements")
     lines.append("budget ladder (Hyperband rungs):")
     lines.extend(ladder_lines(study.fidelity))
+    b = study.optimizer_options.brackets
+    if kind == "smac-mf" and b != 1:
+        from mfhpo.study.fidelity import rungs
+
+        starts = rungs(study.fidelity)[:None if b == "all" else b]
+        lines.append(f"brackets: {len(starts)} (asynchronous Hyperband): new configurations start at budget "
+                     f"{', '.join(f'{x:.4g}' for x in starts)}, each in the bracket given the least budget so far")
     lines.append(f"run directory: {root}")
     if ccfg.is_job_cluster:
         n = (f"adaptive {ccfg.adaptive.minimum}..{ccfg.adaptive.maximum}" if ccfg.adaptive

@@ -459,13 +459,13 @@ def _intensifier(kind: str, facade_cls, scenario, eta: int, promotion: str, brac
                             max_incumbents=10, incumbent_selection="highest_observed_budget")
 
 
-def _surrogate(facade_cls, scenario, acquisition: str) -> dict:
+def _surrogate(facade_cls, scenario, acquisition: str, n_trees: int = 10) -> dict:
     """The facade's model, and with ``ei_per_second`` its encoder and acquisition function too."""
 
     def random_forest():
         # one thread for the random forest: 10 trees on a few hundred points; joblib's thread pool
         # (n_jobs=-1) costs seconds per refit on a busy machine and starves nothing useful
-        model = facade_cls.get_model(scenario)
+        model = facade_cls.get_model(scenario, n_trees=int(n_trees))
         model._rf_opts["n_jobs"] = 1
         return model
 
@@ -497,6 +497,8 @@ def make_optimizer(
     brackets: int | str = 1,
     acquisition: str = "ei",
     random_probability: float | None = None,
+    retrain_after: int = 8,
+    n_trees: int = 10,
 ) -> Optimizer:
     """Build an ask/tell optimizer. With ``overwrite=False`` an identical earlier run in
     ``output_dir/name/seed`` is continued. ``save_interval_s``: see :meth:`Optimizer.tell`.
@@ -513,6 +515,10 @@ def make_optimizer(
 
     ``random_probability`` (smac-mf, smac-bo): share of proposals drawn at random between the
     model-based ones; ``None`` keeps SMAC's 0.2 (0.05 measured no better: docs/optimizers.md).
+
+    ``retrain_after`` (smac-mf): new configurations served from one fit of the surrogate and one
+    acquisition ranking before the next fit (SMAC's default 8); ``n_trees`` (smac-mf, smac-bo): trees of
+    the random forest (SMAC's default 10). Benchmark settings (docs/optimizers.md), not study options.
 
     ``min_trials`` (smac-mf only): fewest observations at one budget for SMAC to fit its random
     forest on that budget; SMAC fits on the highest budget having at least this many. SMAC's
@@ -565,7 +571,7 @@ def make_optimizer(
     kwargs: dict[str, Any] = {"intensifier": _intensifier(kind, facade_cls, scenario, eta, promotion, brackets),
                               "overwrite": overwrite, "logging_level": logging_level}
     if kind != "random":
-        kwargs.update(_surrogate(facade_cls, scenario, acquisition))
+        kwargs.update(_surrogate(facade_cls, scenario, acquisition, n_trees))
         if random_probability is not None:  # share of proposals drawn at random between model-based ones
             kwargs["random_design"] = facade_cls.get_random_design(scenario, probability=float(random_probability))
         kwargs["initial_design"] = facade_cls.get_initial_design(scenario, n_configs=int(initial_design))
@@ -573,7 +579,8 @@ def make_optimizer(
         if min_trials is None:
             min_trials = len(list(configspace.values())) + 3
         # SMAC's defaults (retrain_after 8, 16 retries) except min_trials
-        kwargs["config_selector"] = _config_selector_cls()(scenario, retrain_after=8, max_new_config_tries=16,
+        kwargs["config_selector"] = _config_selector_cls()(scenario, retrain_after=int(retrain_after),
+                                                                 max_new_config_tries=16,
                                                                  min_trials=int(min_trials))
     # SMAC's local search takes np.mean of an empty list of timings, and numpy warns twice per search:
     # noise in every study's output, nothing the user can act on
