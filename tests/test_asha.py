@@ -410,6 +410,21 @@ def test_demo_study_async_reaches_the_top_budget(tmp_path):
     assert sum(k > 0 for k, _ in state["assigned"]) >= int((df["budget"] > 1.0).sum())
 
 
+def _toy_study(name: str, trials: int, options: dict, sleep_s: float) -> dict:
+    """A study on the toy objective (no training): demo data, budgets 1..9, asynchronous promotion
+    with ``options`` on top, 2 local workers."""
+    return {
+        "name": name, "seed": 0, "data": {"train": "demo", "demo_structures": 20},
+        "space": {"num_layers": {"low": 1, "high": 2}, "nodes": {"low": 4, "high": 64, "log": True},
+                  "lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+        "fidelity": {"min_budget": 1, "max_budget": 9, "eta": 3, "epochs": {"min": 1, "max": 9}},
+        "budget": {"trials": trials},
+        "optimizer_options": {"promotion": "async", "initial_design": 3, **options},
+        "objective": "toy", "toy": {"sleep_fixed_s": sleep_s},
+        "cluster": {"kind": "local", "workers": 2, "dashboard_port": 0},
+    }
+
+
 @pytest.mark.slow
 def test_study_with_brackets_starts_configurations_at_every_rung(tmp_path):
     """``brackets: all`` on a real LocalCluster (toy objective, 2 workers): configurations start at
@@ -417,16 +432,7 @@ def test_study_with_brackets_starts_configurations_at_every_rung(tmp_path):
     resumed study repeats no (configuration, budget) and SMAC's state records the brackets."""
     from mfhpo.study.runner import run_command
 
-    study = {
-        "name": "ahb", "seed": 0, "data": {"train": "demo", "demo_structures": 20},
-        "space": {"num_layers": {"low": 1, "high": 2}, "nodes": {"low": 4, "high": 64, "log": True},
-                  "lr": {"low": 1e-4, "high": 1e-2, "log": True}},
-        "fidelity": {"min_budget": 1, "max_budget": 9, "eta": 3, "epochs": {"min": 1, "max": 9}},
-        "budget": {"trials": 24},
-        "optimizer_options": {"promotion": "async", "brackets": "all", "initial_design": 3},
-        "objective": "toy", "toy": {"sleep_fixed_s": 0.05},
-        "cluster": {"kind": "local", "workers": 2, "dashboard_port": 0},
-    }
+    study = _toy_study("ahb", 24, {"brackets": "all"}, sleep_s=0.05)
     p = tmp_path / "study.yaml"
     p.write_text(yaml.safe_dump(study))
     rundir = tmp_path / "run"
@@ -504,16 +510,7 @@ def test_sigkill_of_the_driver_then_resume_keeps_rungs_consistent(tmp_path):
     import sys
     import time
 
-    study = {
-        "name": "ashakill", "seed": 0, "data": {"train": "demo", "demo_structures": 20},
-        "space": {"num_layers": {"low": 1, "high": 2}, "nodes": {"low": 4, "high": 64, "log": True},
-                  "lr": {"low": 1e-4, "high": 1e-2, "log": True}},
-        "fidelity": {"min_budget": 1, "max_budget": 9, "eta": 3, "epochs": {"min": 1, "max": 9}},
-        "budget": {"trials": 30},
-        "optimizer_options": {"promotion": "async", "initial_design": 3, "smac_save_s": 0},
-        "objective": "toy", "toy": {"sleep_fixed_s": 0.4},
-        "cluster": {"kind": "local", "workers": 2, "dashboard_port": 0},
-    }
+    study = _toy_study("ashakill", 30, {"smac_save_s": 0}, sleep_s=0.4)
     p = tmp_path / "study.yaml"
     p.write_text(yaml.safe_dump(study))
     rundir = tmp_path / "run"
