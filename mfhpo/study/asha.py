@@ -258,8 +258,7 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
                 config = next(self.config_generator)
             except StopIteration:
                 return None
-            key = config_key(config)
-            if key not in self._first and not any((k, key) in self._present for k in range(len(self._rungs))):
+            if config_key(config) not in self._first:  # never assigned (every trial read is assigned)
                 return config
         return None
 
