@@ -522,6 +522,16 @@ def test_sigkill_of_the_driver_then_resume_keeps_rungs_consistent(tmp_path):
         line = proc.stdout.readline()
         if not line or line.startswith("[mfhpo] trial 14 "):
             break
+
+    def running_in_saved_state() -> bool:  # SMAC's state on disk lists a trial still out (status 0, RUNNING)
+        try:
+            rh = json.loads(next((rundir / "smac").rglob("runhistory.json")).read_text())
+        except (StopIteration, OSError, ValueError):  # not written yet, or caught mid-write
+            return False
+        return any(e["status"] == 0 for e in rh["data"])
+
+    while time.monotonic() - t0 < 180 and not running_in_saved_state():  # the kill must find one out
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local workers, no clean-up
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
