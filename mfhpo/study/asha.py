@@ -82,7 +82,6 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
         self._assigned: list[tuple[int, Configuration, tuple]] = []  # (rung, configuration, key), in order
         self._assigned_keys: set[tuple[int, tuple]] = set()
         self._first: dict[tuple, int] = {}  # key -> index of its first assignment (ties in cost)
-        self._start: dict[tuple, int] = {}  # key -> rung of its first assignment = its bracket
         self._top: dict[tuple, int] = {}  # key -> highest rung assigned
         self._spent: dict[int, float] = {}  # bracket -> budget handed out to its configurations
         self._key_of_id: dict[int, tuple] = {}  # run-history config id -> key (ids never change)
@@ -108,7 +107,7 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._assigned, self._assigned_keys, self._first = [], set(), {}
-        self._start, self._top, self._spent = {}, {}, {}
+        self._top, self._spent = {}, {}
         self._forget_history()
         for k, values in state.get("assigned", []):
             self._assign(int(k), Configuration(self._scenario.configspace, values))
@@ -128,29 +127,30 @@ class AsyncSuccessiveHalving(SuccessiveHalving):
     def rung_budgets(self) -> list[float]:
         return list(self._rungs)
 
-    @property
-    def brackets(self) -> int:
-        return self._brackets
-
     def bracket_of(self, config: Configuration) -> int | None:
         """The bracket (= starting rung) of an assigned configuration, None if never assigned."""
-        return self._start.get(config_key(config))
+        return self._bracket(config_key(config))
+
+    def _bracket(self, key: tuple) -> int | None:
+        """The rung of the key's first assignment, its bracket (None: never assigned)."""
+        i = self._first.get(key)
+        return None if i is None else self._assigned[i][0]
 
     def _cell(self, rung: int, key: tuple) -> tuple[int, int]:
         """(bracket, rung) where a result of ``key`` at ``rung`` is ranked."""
-        return min(self._start.get(key, 0), rung), rung
+        return min(self._bracket(key) or 0, rung), rung
 
     def _assign(self, rung: int, config: Configuration) -> None:
         key = config_key(config)
         self._first.setdefault(key, len(self._assigned))
-        bracket = self._start.setdefault(key, rung)
+        self._assigned.append((rung, config, key))
+        self._assigned_keys.add((rung, key))
         below = self._top.get(key)
         if below is None or rung > below:  # the budget this assignment adds to its bracket (warm start)
             added = self._rungs[rung] - (self._rungs[below] if below is not None else 0.0)
+            bracket = self._bracket(key)
             self._spent[bracket] = self._spent.get(bracket, 0.0) + added
             self._top[key] = rung
-        self._assigned.append((rung, config, key))
-        self._assigned_keys.add((rung, key))
         cell = self._cell(rung - 1, key)
         if rung > 0 and key in self._finished.get(cell, {}):
             self._discard(cell, self._finished[cell][key])
